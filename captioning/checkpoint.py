@@ -1,0 +1,62 @@
+"""Loading a captioner from a training checkpoint alone, without unpickling arbitrary objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from captioning.models.captioner import Captioner
+from captioning.models.decoder import RNNDecoder
+from captioning.models.encoders import build_encoder
+from captioning.vocab import Vocabulary
+
+KEY = "captioning"  # checkpoint entry with the vocabulary and the model configuration
+PREFIX = "captioner."  # state-dict prefix of the captioner inside the training module
+
+
+@dataclass
+class LoadedCaptioner:
+    """A captioner rebuilt from a checkpoint, with what is needed to caption new images."""
+
+    model: Captioner
+    vocab: Vocabulary
+    image_size: int
+    meta: dict
+
+
+def captioner_meta(model: Captioner, vocab: Vocabulary, image_size: int) -> dict:
+    """The plain-data description stored in checkpoints under ``"captioning"``."""
+    return {"format": 1, "vocab": vocab.to_dict(), "encoder": dict(model.encoder.config),
+            "decoder": dict(model.decoder.config), "image_size": image_size}
+
+
+def load_captioner(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedCaptioner:
+    """Rebuilds the captioner of a checkpoint (``torch.load(weights_only=True)``), in eval mode.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ValueError: naming the file and the missing or bad entry.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with the file name
+        raise ValueError(f"{path}: not a readable checkpoint ({err})") from err
+    meta = ckpt.get(KEY) if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: no {KEY!r} entry (vocabulary and model configuration); "
+                         f"was it written by this codebase?")
+    for field in ("vocab", "encoder", "decoder", "image_size"):
+        if field not in meta:
+            raise ValueError(f"{path}: entry {KEY!r} has no field {field!r}")
+    model = Captioner(build_encoder(meta["encoder"], from_checkpoint=True), RNNDecoder(**meta["decoder"]))
+    state = {k[len(PREFIX):]: t for k, t in ckpt.get("state_dict", {}).items() if k.startswith(PREFIX)}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not match the stored configuration "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return LoadedCaptioner(model.eval(), Vocabulary.from_dict(meta["vocab"]), int(meta["image_size"]), meta)

@@ -1,0 +1,121 @@
+"""LightningDataModules for COCO-format caption data (real COCO, and the built-in shapes scenes)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import pytorch_lightning as L
+from torch.utils.data import DataLoader
+
+from captioning.data.coco import CaptionDataset, CaptionedImage, collate, read_caption_file
+from captioning.vocab import Vocabulary
+
+
+class CaptionDataModule(L.LightningDataModule):
+    """Caption data in the official COCO layout: ``root/<captions pattern>`` and ``root/<images pattern>``.
+
+    Args:
+        root: Dataset folder.
+        train_split: Split names substituted into the patterns; ``test_split``/``predict_split`` may
+            repeat another split (COCO 2017 has no public test captions).
+        val_split: Split used for validation.
+        test_split: Split used by ``test``.
+        predict_split: Split whose images ``predict`` captions.
+        captions_pattern: Caption file of a split, relative to ``root``.
+        images_pattern: Image folder of a split, relative to ``root``.
+        image_size: Images are resized to this square size (the encoder normalizes them).
+        batch_size: Training images per batch (each with all its captions).
+        eval_batch_size: Images per validation/test/predict batch.
+        num_workers: DataLoader worker processes.
+        min_word_count: Training-caption words seen fewer times become ``<UNK>``.
+        max_words: Training captions are cut to this many words.
+    """
+
+    def __init__(self, root: str = "data/coco", train_split: str = "train2017", val_split: str = "val2017",
+                 test_split: str = "val2017", predict_split: str | None = None,
+                 captions_pattern: str = "annotations/captions_{split}.json", images_pattern: str = "{split}",
+                 image_size: int = 224, batch_size: int = 64, eval_batch_size: int = 128, num_workers: int = 2,
+                 min_word_count: int = 5, max_words: int = 20) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.splits = {"train": train_split, "val": val_split, "test": test_split,
+                       "predict": predict_split or test_split}
+        self.captions_pattern, self.images_pattern = captions_pattern, images_pattern
+        self.image_size, self.batch_size, self.eval_batch_size = image_size, batch_size, eval_batch_size
+        self.num_workers, self.min_word_count, self.max_words = num_workers, min_word_count, max_words
+        self._images: dict[str, list[CaptionedImage]] = {}
+
+    def ensure_data(self) -> None:
+        """Makes sure the files exist (subclasses may generate them); real datasets are never downloaded."""
+
+    def prepare_data(self) -> None:
+        self.ensure_data()
+
+    def images(self, stage: str) -> list[CaptionedImage]:
+        """The captioned images of the split used for ``stage`` (train/val/test/predict), read once."""
+        split = self.splits[stage]
+        if split not in self._images:
+            self.ensure_data()
+            self._images[split] = read_caption_file(self.root / self.captions_pattern.format(split=split),
+                                                    self.root / self.images_pattern.format(split=split))
+        return self._images[split]
+
+    @cached_property
+    def vocab(self) -> Vocabulary:
+        """Vocabulary of the training captions (words seen at least ``min_word_count`` times)."""
+        texts = (c for img in self.images("train") for c in img.captions)
+        return Vocabulary.build(texts, min_count=self.min_word_count)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def _loader(self, stage: str) -> DataLoader:
+        train = stage == "train"
+        dataset = CaptionDataset(self.images(stage), self.vocab, self.image_size, with_tokens=train,
+                                 max_words=self.max_words)
+        return DataLoader(dataset, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
+                          num_workers=self.num_workers, collate_fn=collate, drop_last=False,
+                          persistent_workers=self.num_workers > 0, pin_memory=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")
+
+
+class ShapesDataModule(CaptionDataModule):
+    """The built-in shapes scenes, generated (deterministically, once) into ``root`` on first use.
+
+    Args:
+        root: Where the generated dataset is cached.
+        num_train: Training images.
+        num_val: Validation images.
+        num_test: Test images.
+        max_objects: At most this many shapes per scene.
+        seed: Generator seed; the same seed always gives the same dataset.
+        **kwargs: The :class:`CaptionDataModule` loader options.
+    """
+
+    def __init__(self, root: str = "data/shapes/build", num_train: int = 8000, num_val: int = 500,
+                 num_test: int = 500, max_objects: int = 4, seed: int = 0, image_size: int = 64,
+                 batch_size: int = 64, eval_batch_size: int = 250, num_workers: int = 0,
+                 min_word_count: int = 1, max_words: int = 20) -> None:
+        super().__init__(root=root, train_split="train", val_split="val", test_split="test",
+                         image_size=image_size, batch_size=batch_size, eval_batch_size=eval_batch_size,
+                         num_workers=num_workers, min_word_count=min_word_count, max_words=max_words)
+        self.generator_args = dict(num_train=num_train, num_val=num_val, num_test=num_test,
+                                   image_size=image_size, max_objects=max_objects, seed=seed)
+
+    def ensure_data(self) -> None:
+        from captioning.data.shapes import generate_shapes
+
+        generate_shapes(self.root, **self.generator_args)

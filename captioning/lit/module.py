@@ -1,0 +1,124 @@
+"""The training module: loss, logging and decoding calls around an injected encoder and decoder."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pytorch_lightning as L
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_info
+from torch import Tensor, nn
+
+from captioning.checkpoint import KEY, captioner_meta
+from captioning.metrics import compute_caption_metrics
+from captioning.models.captioner import Captioner
+from captioning.vocab import Vocabulary
+
+DecoderFactory = Callable[[int, int], nn.Module]  # (vocab_size, feature_dim) -> decoder
+
+
+def gather_objects(items: list, world_size: int) -> list:
+    """All ranks' items, concatenated in rank order (a no-op in a single process)."""
+    if world_size <= 1 or not torch.distributed.is_initialized():
+        return items
+    parts: list = [None] * world_size
+    torch.distributed.all_gather_object(parts, items)
+    return [x for part in parts for x in part]
+
+
+class CaptioningModule(L.LightningModule):
+    """Trains a :class:`Captioner` with cross-entropy and evaluates it on decoded captions.
+
+    Args:
+        encoder: Image encoder (e.g. ``captioning.models.SmallCNN``).
+        decoder: Decoder class and options; built here with the vocabulary size and the encoder's width.
+        vocab: Linked from the data module.
+        optimizer: Optimizer class and options.
+        lr_scheduler: Optional learning-rate scheduler class and options; stepped per epoch unless it has
+            ``interval = "step"``; one with a ``total_steps`` of ``None`` gets the run's step count.
+        image_size: Linked from the data module; stored in checkpoints for captioning new images.
+        max_len: Maximum words per decoded caption.
+        beam_size: 1 decodes greedily; larger runs batched beam search.
+        length_penalty: Length-penalty exponent for beam search.
+        num_examples: Decoded captions printed after each validation.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: DecoderFactory, vocab: Vocabulary | None = None,
+                 optimizer: OptimizerCallable = torch.optim.Adam, lr_scheduler: LRSchedulerCallable | None = None,
+                 image_size: int = 224, max_len: int = 20, beam_size: int = 1, length_penalty: float = 0.0,
+                 num_examples: int = 3) -> None:
+        super().__init__()
+        if vocab is None:
+            raise ValueError("CaptioningModule needs the vocabulary (linked from the data module's 'vocab')")
+        self.save_hyperparameters(ignore=["encoder", "decoder", "vocab", "optimizer", "lr_scheduler"])
+        self.vocab = vocab
+        self.captioner = Captioner(encoder, decoder(len(vocab), encoder.out_dim))
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        self._outputs: list[dict] = []
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        tokens = batch["tokens"]  # (N, T): <START> w_1 … w_n <END> <PAD> …, N captions of B images
+        v = self.captioner.encode(batch["image"])[batch["owner"]]  # (N, D): each image encoded once
+        logits = self.captioner.decoder(v, tokens[:, :-1])  # (N, T-1, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), ignore_index=self.vocab.pad_id)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at global step {self.global_step}")
+        self.log("train/loss", loss, prog_bar=True, batch_size=tokens.size(0))
+        return loss
+
+    def decode(self, images: Tensor) -> tuple[list[str], Tensor]:
+        """Captions (as text) and their scores for an image batch."""
+        out = self.captioner.generate(images, self.hparams.max_len, self.hparams.beam_size,
+                                      self.hparams.length_penalty)
+        return [self.vocab.decode(row) for row in out.tokens.tolist()], out.scores
+
+    def _evaluate_step(self, batch: dict) -> None:
+        captions, _ = self.decode(batch["image"])
+        for image_id, caption, refs in zip(batch["image_id"].tolist(), captions, batch["references"]):
+            self._outputs.append({"image_id": image_id, "caption": caption, "references": refs})
+
+    def _evaluate_epoch_end(self, prefix: str) -> None:
+        outputs = gather_objects(self._outputs, self.trainer.world_size)
+        self._outputs = []
+        unique = {o["image_id"]: o for o in outputs}  # the distributed sampler pads with repeats
+        if not unique or self.trainer.sanity_checking:
+            return
+        metrics = compute_caption_metrics({i: o["references"] for i, o in unique.items()},
+                                          {i: o["caption"] for i, o in unique.items()})
+        # Every rank computed the same numbers on the union of all ranks' captions: no averaging needed.
+        self.log_dict({f"{prefix}/{k}": float(v) for k, v in metrics.items()}, rank_zero_only=False)
+        examples = list(unique.values())[: self.hparams.num_examples]
+        rank_zero_info("\n".join(f"  [{o['image_id']}] {o['caption']!r}  (ref: {o['references'][0]!r})"
+                                 for o in examples))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._evaluate_epoch_end("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._evaluate_epoch_end("test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        captions, scores = self.decode(batch["image"])
+        return [{"image_id": i, "caption": c, "score": s}
+                for i, c, s in zip(batch["image_id"].tolist(), captions, scores.tolist())]
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer(p for p in self.parameters() if p.requires_grad)
+        if self.lr_scheduler is None:
+            return optimizer
+        scheduler = self.lr_scheduler(optimizer)
+        if getattr(scheduler, "total_steps", 0) is None:
+            scheduler.total_steps = int(self.trainer.estimated_stepping_batches)
+        interval = getattr(scheduler, "interval", "epoch")
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[KEY] = captioner_meta(self.captioner, self.vocab, self.hparams.image_size)

@@ -1,0 +1,37 @@
+"""The captioner: an image encoder and a recurrent decoder joined by the pooled feature ``v``."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from captioning.decoding import Captions, beam_search, greedy
+
+
+class Captioner(nn.Module):
+    """Image → ``v`` → word logits; decoding itself lives in :mod:`captioning.decoding`.
+
+    Args:
+        encoder: Maps images (B, 3, H, W) in [0, 1] to ``(v, grid)``.
+        decoder: Has ``forward(v, tokens)``, ``init_state(v)`` and ``step(tokens, state)``.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+
+    def encode(self, images: Tensor) -> Tensor:
+        """Pooled image features, (B, D)."""
+        return self.encoder(images)[0]
+
+    def forward(self, images: Tensor, tokens: Tensor) -> Tensor:
+        """Teacher-forced next-token logits (B, T, V) for input tokens (B, T)."""
+        return self.decoder(self.encode(images), tokens)
+
+    def generate(self, images: Tensor, max_len: int = 20, beam_size: int = 1,
+                 length_penalty: float = 0.0) -> Captions:
+        """Greedy (``beam_size`` 1) or beam-search captions, tokens (B, T) and scores (B,)."""
+        v = self.encode(images)
+        if beam_size == 1:
+            return greedy(self.decoder, v, max_len)
+        out = beam_search(self.decoder, v, beam_size, max_len, alpha=length_penalty)
+        return Captions(out.tokens[:, 0], out.scores[:, 0])

@@ -1,0 +1,91 @@
+"""Recurrent cells shared by the captioner, the VQA question encoder and the RNN lab.
+
+The fused PyTorch modules (``nn.RNN``/``nn.LSTM``/``nn.GRU``) run whole sequences; :func:`cell_step` runs one
+step of one layer *with the same parameters*, from a precomputed input pre-activation, so callers can add
+per-sequence terms (such as ``W_ih v``) once instead of at every step.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+_GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+
+
+def check_cell(cell: str) -> str:
+    """Returns ``cell`` if it names a known cell, else raises a ``ValueError`` listing the choices."""
+    if cell not in _GATES:
+        raise ValueError(f"unknown cell {cell!r}; choose one of {', '.join(CELLS)}")
+    return cell
+
+
+def gate_size(cell: str, hidden_size: int) -> int:
+    """Width of a cell's input pre-activation: ``hidden_size`` times its number of gates."""
+    return _GATES[check_cell(cell)] * hidden_size
+
+
+def build_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
+              dropout: float = 0.0) -> nn.RNNBase:
+    """A fused, batch-first multi-layer recurrent module of the given cell type.
+
+    Args:
+        cell: One of :data:`CELLS`.
+        input_size: Width of the layer-0 input.
+        hidden_size: Width of every layer's hidden state.
+        num_layers: Stacked layers; each layer's output feeds the next.
+        dropout: Dropout on the outputs of every layer but the last.
+    """
+    check_cell(cell)
+    dropout = dropout if num_layers > 1 else 0.0
+    kwargs = dict(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers,
+                  dropout=dropout, batch_first=True)
+    if cell == "lstm":
+        return nn.LSTM(**kwargs)
+    if cell == "gru":
+        return nn.GRU(**kwargs)
+    return nn.RNN(nonlinearity=cell.removeprefix("rnn_"), **kwargs)
+
+
+def layer_weights(rnn: nn.RNNBase, layer: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The ``(W_ih, W_hh, b_ih, b_hh)`` of one layer of a fused module."""
+    return tuple(getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+
+def input_projection(rnn: nn.RNNBase, layer: int, x: Tensor, columns: slice = slice(None)) -> Tensor:
+    """``x @ W_ih[:, columns]^T + b_ih`` for one layer: the input pre-activation of a step."""
+    w_ih, _, b_ih, _ = layer_weights(rnn, layer)
+    return F.linear(x, w_ih[:, columns], b_ih)
+
+
+def cell_step(cell: str, rnn: nn.RNNBase, layer: int, pre: Tensor, h: Tensor,
+              c: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """One step of one layer, equal to what the fused module computes at that step.
+
+    Args:
+        cell: The cell type of ``rnn``.
+        rnn: The fused module whose parameters are used.
+        layer: Which layer.
+        pre: Input pre-activation ``W_ih x + b_ih`` (plus any extra input terms), (B, G).
+        h: Previous hidden state, (B, H).
+        c: Previous LSTM cell state, (B, H); ``None`` for other cells.
+
+    Returns:
+        The new ``(h, c)``; ``c`` is ``None`` except for LSTM.
+    """
+    _, w_hh, _, b_hh = layer_weights(rnn, layer)
+    rec = F.linear(h, w_hh, b_hh)  # (B, G)
+    if cell == "lstm":
+        i, f, g, o = (pre + rec).chunk(4, dim=-1)  # PyTorch gate order: input, forget, cell, output
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+    if cell == "gru":
+        pr, pz, pn = pre.chunk(3, dim=-1)
+        rr, rz, rn = rec.chunk(3, dim=-1)
+        r, z = torch.sigmoid(pr + rr), torch.sigmoid(pz + rz)
+        n = torch.tanh(pn + r * rn)  # the reset gate scales only the recurrent part
+        return (1 - z) * n + z * h, None
+    act = torch.tanh if cell == "rnn_tanh" else torch.relu
+    return act(pre + rec), None
