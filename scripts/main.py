@@ -1,6 +1,7 @@
 """The main job: build shapes, train the default captioner, caption the test split, evaluate.
 
-Usage: ``python scripts/main.py [--config configs/shapes.yaml] [--out runs/main] [--beam-size 3]``.
+Usage: ``python scripts/main.py [--config configs/shapes.yaml] [--out runs/main] [--beam-size 3] [--key=value …]``
+(other ``--key=value`` arguments go to ``captioning fit``).
 Writes ``OUT/captions_test.json`` (COCO results format), ``OUT/metrics_test.json`` and the checkpoints
 under ``OUT/``.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -21,20 +23,23 @@ from captioning.io import write_json_atomic  # noqa: E402
 from captioning.metrics import compute_caption_metrics  # noqa: E402
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """This script's options, and the remaining arguments, passed on to LightningCLI ``fit``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="Other arguments go to `captioning fit`, e.g. --trainer.max_epochs=2.")
     parser.add_argument("--config", default="configs/shapes.yaml", help="LightningCLI config to train")
     parser.add_argument("--out", default="runs/main", help="output folder (checkpoints, captions, metrics)")
     parser.add_argument("--beam-size", type=int, default=3, help="beam size for captioning the test split")
     parser.add_argument("--examples", type=int, default=8, help="example captions to print")
-    parser.add_argument("overrides", nargs="*", help="extra LightningCLI arguments, e.g. --trainer.max_epochs=2")
-    return parser.parse_args(argv)
+    return parser.parse_known_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+    args, overrides = parse_args(argv)
     start = time.perf_counter()
-    cli = cli_main(["fit", "--config", args.config, f"--trainer.default_root_dir={args.out}", *args.overrides])
+    with warnings.catch_warnings():  # this script's own options are in sys.argv, not LightningCLI's
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = cli_main(["fit", "--config", args.config, f"--trainer.default_root_dir={args.out}", *overrides])
     trained = time.perf_counter()
     ckpt = cli.trainer.checkpoint_callback.best_model_path or cli.trainer.checkpoint_callback.last_model_path
     loaded = load_captioner(ckpt)  # the checkpoint alone is enough to caption

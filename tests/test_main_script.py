@@ -1,0 +1,28 @@
+"""The README's main job (scripts/main.py) end to end on a tiny shapes set."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from conftest import shapes_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_main_job_trains_captions_and_evaluates(tiny_shapes: Path, tmp_path: Path, capsys) -> None:
+    spec = importlib.util.spec_from_file_location("main_job", REPO / "scripts/main.py")
+    main_job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(main_job)
+    out = tmp_path / "run"
+    metrics = main_job.main(["--config", str(REPO / "configs/shapes.yaml"), "--out", str(out), "--examples", "2",
+                             *shapes_overrides(tiny_shapes), "--trainer.max_epochs=1",
+                             "--trainer.enable_progress_bar=false"])
+    results = json.loads((out / "captions_test.json").read_text())
+    assert sorted(r["image_id"] for r in results) == list(range(2_000_001, 2_000_007))  # every test image
+    written = json.loads((out / "metrics_test.json").read_text())
+    assert {"Bleu_1", "Bleu_4", "ROUGE_L", "CIDEr"} <= set(written) and written["beam_size"] == 3
+    assert written["Bleu_4"] == metrics["Bleu_4"]
+    printed = capsys.readouterr().out
+    assert "Test split: 6 images" in printed and "Bleu_4" in printed and "Examples" in printed
