@@ -18,10 +18,9 @@ from torch import Tensor, nn
 from captioning.decoding import START, greedy, sample
 from captioning.lab.config import require_positive
 from captioning.lab.text import decode, encode
-from captioning.models.cells import build_rnn, check_cell
+from captioning.models.cells import State, build_rnn, check_cell, run_fused
 from captioning.vocab import Vocabulary
 
-State = dict[str, Tensor]  # "h" (and "c" for LSTM), (B, L, H): batch-first, as the decoding functions need
 
 
 @dataclass(frozen=True)
@@ -64,24 +63,6 @@ class TrainConfig:
         require_positive(self, "hidden_size", "num_layers", "steps", "batch_size", "seq_len", "lr", "eval_every")
         if self.embed_dim < 0 or self.bptt < 0 or self.clip < 0 or not 0 <= self.dropout < 1:
             raise ValueError("embed_dim, bptt and clip must be >= 0 and dropout in [0, 1)")
-
-
-def run_fused(cell: str, rnn: nn.RNNBase, x: Tensor, state: State) -> tuple[Tensor, State]:
-    """One fused call from and to a batch-first state.
-
-    Args:
-        cell: The cell type of ``rnn``.
-        rnn: A fused module from :func:`captioning.models.cells.build_rnn`.
-        x: Inputs, (B, T, D).
-        state: ``h`` (and ``c`` for LSTM), (B, L, H) each.
-
-    Returns:
-        The last layer's outputs (B, T, H) and the new state.
-    """
-    hx = tuple(state[k].transpose(0, 1).contiguous() for k in ("h", "c") if k in state)  # (L, B, H) each
-    out, hx = rnn(x, hx if cell == "lstm" else hx[0])  # (B, T, H)
-    hx = hx if cell == "lstm" else (hx,)
-    return out, {k: t.transpose(0, 1) for k, t in zip(("h", "c"), hx)}
 
 
 class CharLM(nn.Module):

@@ -20,10 +20,9 @@ from torch import Tensor, nn
 from captioning.decoding import END, PAD, START, greedy
 from captioning.io import write_json_atomic
 from captioning.lab.config import as_dict, require_positive
-from captioning.lab.lm import run_fused
 from captioning.lab.render import figure, save_figure, write_html
 from captioning.lab.text import char_vocab, decode, encode
-from captioning.models.cells import build_rnn, check_cell
+from captioning.models.cells import build_rnn, check_cell, run_fused
 
 READOUTS = ("last", "mean", "max")
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")

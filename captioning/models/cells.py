@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+State = dict[str, Tensor]  # "h" (and "c" for LSTM), (B, L, H): batch-first, so beams reorder with one index
 _GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 
 
@@ -89,3 +90,24 @@ def cell_step(cell: str, rnn: nn.RNNBase, layer: int, pre: Tensor, h: Tensor,
         return (1 - z) * n + z * h, None
     act = torch.tanh if cell == "rnn_tanh" else torch.relu
     return act(pre + rec), None
+
+
+def run_fused(cell: str, rnn: nn.RNNBase, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+    """One fused call over a whole sequence, from and to a batch-first state.
+
+    Args:
+        cell: The cell type of ``rnn``.
+        rnn: A fused module from :func:`build_rnn`.
+        x: Inputs, (B, T, D).
+        state: ``h`` (and ``c`` for LSTM), (B, L, H) each; ``None`` starts from zeros.
+
+    Returns:
+        The last layer's outputs (B, T, H) and the new state.
+    """
+    hx = None
+    if state is not None:
+        hx = tuple(state[k].transpose(0, 1).contiguous() for k in ("h", "c") if k in state)  # (L, B, H) each
+        hx = hx if cell == "lstm" else hx[0]
+    out, hx = rnn(x, hx)  # (B, T, H)
+    hx = hx if cell == "lstm" else (hx,)
+    return out, {k: t.transpose(0, 1) for k, t in zip(("h", "c"), hx)}

@@ -5,11 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from captioning.models.cells import build_rnn, cell_step, check_cell, input_projection
+from captioning.models.cells import State, build_rnn, cell_step, check_cell, input_projection, run_fused
 
 INJECTIONS = ("every_step", "init_state", "first_token")
-
-State = dict[str, Tensor]  # every tensor batch-first, so beams reorder with one index_select
 
 
 class RNNDecoder(nn.Module):
@@ -48,7 +46,7 @@ class RNNDecoder(nn.Module):
         elif injection == "first_token":
             self.w_iv = nn.Linear(feature_dim, embed_dim)
         self.out = nn.Linear(hidden_dim, vocab_size)  # W_hy
-        self._embed_cols = slice(0, embed_dim)
+        self._embed_cols, self._image_cols = slice(0, embed_dim), slice(embed_dim, None)
 
     @property
     def vocab_size(self) -> int:
@@ -65,15 +63,14 @@ class RNNDecoder(nn.Module):
             Logits for the next token at every position, (B, T, V).
         """
         x = self.drop(self.embed(tokens))  # (B, T, E)
-        h0 = None
+        state = None
         if self.injection == "every_step":
             x = torch.cat([x, v[:, None, :].expand(-1, x.size(1), -1)], dim=-1)  # (B, T, E + D)
         elif self.injection == "init_state":
-            h0 = self._initial_hidden(v).transpose(0, 1).contiguous()  # (L, B, H)
-            h0 = (h0, torch.zeros_like(h0)) if self.cell == "lstm" else h0
+            state = self.init_state(v)  # h_0 = tanh(W_ih v), c_0 = 0
         else:
             x = torch.cat([self.w_iv(v)[:, None, :], x], dim=1)  # (B, 1 + T, E)
-        out, _ = self.rnn(x, h0)  # (B, T', H)
+        out, _ = run_fused(self.cell, self.rnn, x, state)  # (B, T', H)
         if self.injection == "first_token":
             out = out[:, 1:]  # the image step predicts nothing
         return self.out(self.drop(out))  # (B, T, V)
@@ -93,7 +90,7 @@ class RNNDecoder(nn.Module):
         if self.cell == "lstm":
             state["c"] = torch.zeros_like(h)
         if self.injection == "every_step":
-            w_ih = self.rnn.weight_ih_l0[:, self.config["embed_dim"]:]  # (G, D)
+            w_ih = self.rnn.weight_ih_l0[:, self._image_cols]  # (G, D)
             state["ctx"] = v @ w_ih.t()  # (B, G): W_ih v, constant over the caption
         elif self.injection == "init_state":
             state["h"] = self._initial_hidden(v)
