@@ -28,6 +28,12 @@ def gather_objects(items: list, world_size: int) -> list:
     return [x for part in parts for x in part]
 
 
+def gather_by_image(rows: list[dict], world_size: int) -> dict[int, dict]:
+    """All ranks' per-image rows keyed by ``image_id``, each image once (the distributed sampler pads
+    the last batch with repeated images)."""
+    return {row["image_id"]: row for row in gather_objects(rows, world_size)}
+
+
 class CaptioningModule(L.LightningModule):
     """Trains a :class:`Captioner` with cross-entropy and evaluates it on decoded captions.
 
@@ -80,9 +86,8 @@ class CaptioningModule(L.LightningModule):
             self._outputs.append({"image_id": image_id, "caption": caption, "references": refs})
 
     def _evaluate_epoch_end(self, prefix: str) -> None:
-        outputs = gather_objects(self._outputs, self.trainer.world_size)
+        unique = gather_by_image(self._outputs, self.trainer.world_size)
         self._outputs = []
-        unique = {o["image_id"]: o for o in outputs}  # the distributed sampler pads with repeats
         if not unique or self.trainer.sanity_checking:
             return
         metrics = compute_caption_metrics({i: o["references"] for i, o in unique.items()},

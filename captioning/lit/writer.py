@@ -9,7 +9,7 @@ import pytorch_lightning as L
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from captioning.io import write_json_atomic
-from captioning.lit.module import gather_objects
+from captioning.lit.module import gather_by_image
 
 
 class CaptionWriter(BasePredictionWriter):
@@ -26,8 +26,7 @@ class CaptionWriter(BasePredictionWriter):
 
     def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Sequence[Any],
                            batch_indices: Sequence[Any]) -> None:
-        rows = gather_objects([row for batch in predictions for row in batch], trainer.world_size)
-        unique = {row["image_id"]: row for row in rows}  # the distributed sampler pads with repeats
+        unique = gather_by_image([row for batch in predictions for row in batch], trainer.world_size)
         path = Path(self.output)
         self.path = path if path.is_absolute() else Path(trainer.default_root_dir) / path
         if trainer.is_global_zero:
