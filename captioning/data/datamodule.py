@@ -102,18 +102,27 @@ class ShapesDataModule(CaptionDataModule):
         num_test: Test images.
         max_objects: At most this many shapes per scene.
         seed: Generator seed; the same seed always gives the same dataset.
+        cooccur_pairs: Pairs of objects (``"shape"`` or ``"colour shape"``) whose co-occurrence is
+            biased; empty = the unbiased dataset (see :mod:`captioning.data.shapes`).
+        cooccur_rate: Probability that a train/val scene holding one member of a pair holds the
+            other too; ``None`` = natural.
+        cooccur_rate_test: The same for the test split (``0.0`` = never together).
         **kwargs: The :class:`CaptionDataModule` loader options.
     """
 
     def __init__(self, root: str = "data/shapes/build", num_train: int = 8000, num_val: int = 500,
-                 num_test: int = 500, max_objects: int = 4, seed: int = 0, image_size: int = 64,
+                 num_test: int = 500, max_objects: int = 4, seed: int = 0,
+                 cooccur_pairs: list[tuple[str, str]] | None = None, cooccur_rate: float | None = None,
+                 cooccur_rate_test: float | None = None, image_size: int = 64,
                  batch_size: int = 64, eval_batch_size: int = 250, num_workers: int = 0,
                  min_word_count: int = 1, max_words: int = 20) -> None:
         super().__init__(root=root, train_split="train", val_split="val", test_split="test",
                          image_size=image_size, batch_size=batch_size, eval_batch_size=eval_batch_size,
                          num_workers=num_workers, min_word_count=min_word_count, max_words=max_words)
         self.generator_args = dict(num_train=num_train, num_val=num_val, num_test=num_test,
-                                   image_size=image_size, max_objects=max_objects, seed=seed)
+                                   image_size=image_size, max_objects=max_objects, seed=seed,
+                                   cooccur_pairs=tuple(map(tuple, cooccur_pairs or ())),
+                                   cooccur_rate=cooccur_rate, cooccur_rate_test=cooccur_rate_test)
 
     def ensure_data(self) -> None:
         from captioning.data.shapes import generate_shapes

@@ -15,6 +15,17 @@ Layout written by :func:`generate_shapes`::
 Image ids are ``offset + i`` with ``i`` counting from 1 and offsets train 0, val 1_000_000,
 test 2_000_000; caption and instance annotation ids use the same per-split offsets, so all ids are
 unique across splits. Each split draws from its own random stream seeded by ``(seed, split name)``.
+
+**Co-occurrence bias** (off by default). ``cooccur_pairs`` names pairs of objects, each member a
+shape (``"circle"``) or a colour and shape (``"red circle"``). ``cooccur_rate`` sets, for train and
+val, and ``cooccur_rate_test`` for test, the probability that a scene containing a member of a pair
+contains its partner too: each such scene independently gets both with that probability and exactly
+one member (never the partner) otherwise. ``None`` leaves that split natural, byte-identical to the
+unbiased dataset. So ``cooccur_pairs=[("circle", "square")], cooccur_rate=0.95,
+cooccur_rate_test=0.0`` trains on scenes where circles and squares nearly always appear together and
+tests on scenes where they never do: a captioner that learned the bias names the absent partner.
+Which scenes touch a pair keeps its natural frequency; only the scenes are redrawn (rejection
+sampling) until they match their drawn outcome.
 """
 
 from __future__ import annotations
@@ -24,11 +35,14 @@ import math
 import os
 import shutil
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from captioning.data.shapes_bias import CooccurrenceBias, parse_pairs
 
 FORMAT_VERSION = 1
 SHAPES = ("circle", "square", "triangle")
@@ -55,6 +69,7 @@ _SYNONYM_P = 0.25  # the main word is used ~75% of the time, so the mode stays c
 _NOISE_SIGMA = 8.0
 _LICENSE = {"id": 1, "name": "CC0 1.0", "url": "https://creativecommons.org/publicdomain/zero/1.0/"}
 _CATEGORIES = [{"id": i + 1, "name": s, "supercategory": "shape"} for i, s in enumerate(SHAPES)]
+_MAX_REDRAWS = 100_000  # a biased scene is redrawn at most this often before generation gives up
 
 
 @dataclass(frozen=True)
@@ -69,7 +84,9 @@ class _Obj:
 
 def generate_shapes(root: str | Path, *, num_train: int = 8000, num_val: int = 500,
                     num_test: int = 500, image_size: int = 64, max_objects: int = 4,
-                    seed: int = 0) -> Path:
+                    seed: int = 0, cooccur_pairs: Sequence[Sequence[str]] = (),
+                    cooccur_rate: float | None = None,
+                    cooccur_rate_test: float | None = None) -> Path:
     """Generates the shapes dataset under ``root`` (or reuses a matching one) and returns ``root``.
 
     Generation is cached by ``root/shapes_meta.json`` and atomic: everything is written into a
@@ -83,6 +100,11 @@ def generate_shapes(root: str | Path, *, num_train: int = 8000, num_val: int = 5
         image_size: Width and height of the square RGB images, in pixels (>= 32).
         max_objects: Largest number of objects in one image (1..4); counts are uniform in 1..max.
         seed: Base seed; each split's stream is derived from ``(seed, split name)``.
+        cooccur_pairs: Pairs of objects to bias, each member ``"shape"`` or ``"colour shape"``;
+            members of different pairs must not overlap. Empty (the default) = no bias.
+        cooccur_rate: For train and val, the probability (0..1) that a scene holding a member of a
+            pair also holds its partner; ``None`` leaves these splits natural.
+        cooccur_rate_test: The same for the test split (``0.0`` = the pair never co-occurs).
 
     Returns:
         The dataset root as a ``Path``.
@@ -96,10 +118,16 @@ def generate_shapes(root: str | Path, *, num_train: int = 8000, num_val: int = 5
         raise ValueError(f"split sizes must be in [0, 1_000_000): {counts}")
     if image_size < 32 or not 1 <= max_objects <= 4:
         raise ValueError("need image_size >= 32 and 1 <= max_objects <= 4")
+    pairs = parse_pairs(cooccur_pairs, [cooccur_rate, cooccur_rate_test], max_objects, SHAPES,
+                        COLOURS)
+    rates = {"train": cooccur_rate, "val": cooccur_rate, "test": cooccur_rate_test}
     root = Path(root)
     meta = {"format_version": FORMAT_VERSION, "num_train": num_train, "num_val": num_val,
             "num_test": num_test, "image_size": image_size, "max_objects": max_objects,
             "seed": seed}
+    if pairs:  # unbiased datasets keep exactly the meta (cache key) they always had
+        meta.update(cooccur_pairs=[[" ".join(filter(None, m)) for m in p] for p in pairs],
+                    cooccur_rate=cooccur_rate, cooccur_rate_test=cooccur_rate_test)
     if _meta_matches(root, meta):
         return root
     _check_replaceable(root)
@@ -110,7 +138,8 @@ def generate_shapes(root: str | Path, *, num_train: int = 8000, num_val: int = 5
     try:
         (tmp / "annotations").mkdir(parents=True)
         for split in SPLITS:
-            _write_split(tmp, split, counts[split], image_size, max_objects, seed)
+            bias = CooccurrenceBias(pairs, rates[split]) if rates[split] is not None else None
+            _write_split(tmp, split, counts[split], image_size, max_objects, seed, bias)
         _write_json(tmp / "shapes_meta.json", meta)
         _install(tmp, root, meta)
     finally:
@@ -196,19 +225,49 @@ def _place(rng: np.random.Generator, radii: list[float], size: int) -> list[tupl
     return placed
 
 
+def _draw_kinds(rng: np.random.Generator, n: int) -> tuple[list[str], list[str]]:
+    shapes = [SHAPES[i] for i in rng.integers(len(SHAPES), size=n)]
+    colours = [list(COLOURS)[i] for i in rng.integers(len(COLOURS), size=n)]
+    return shapes, colours
+
+
+def _size_and_place(rng: np.random.Generator, shapes: list[str], colours: list[str],
+                    size: int) -> list[_Obj] | None:
+    """Draws sizes and positions for the objects: sorted left to right, or ``None`` on failure."""
+    sizes = [SIZES[i] for i in rng.integers(len(SIZES), size=len(shapes))]
+    radii = [_RADIUS_FRAC[s] * size * rng.uniform(0.92, 1.08) for s in sizes]
+    placed = _place(rng, radii, size)
+    if placed is None:
+        return None
+    objs = [_Obj(sh, c, sz, round(float(x), 2), round(float(y), 2), round(float(r), 2))
+            for sh, c, sz, (x, y, r) in zip(shapes, colours, sizes, placed)]
+    return sorted(objs, key=lambda o: o.cx)
+
+
 def _sample_scene(rng: np.random.Generator, size: int, max_objects: int) -> list[_Obj]:
     """Samples a scene and returns its objects sorted left to right by x centre."""
     n = int(rng.integers(1, max_objects + 1))
     while True:
-        shapes = [SHAPES[i] for i in rng.integers(len(SHAPES), size=n)]
-        colours = [list(COLOURS)[i] for i in rng.integers(len(COLOURS), size=n)]
-        sizes = [SIZES[i] for i in rng.integers(len(SIZES), size=n)]
-        radii = [_RADIUS_FRAC[s] * size * rng.uniform(0.92, 1.08) for s in sizes]
-        placed = _place(rng, radii, size)
-        if placed is not None:
-            objs = [_Obj(sh, c, sz, round(float(x), 2), round(float(y), 2), round(float(r), 2))
-                    for sh, c, sz, (x, y, r) in zip(shapes, colours, sizes, placed)]
-            return sorted(objs, key=lambda o: o.cx)
+        objs = _size_and_place(rng, *_draw_kinds(rng, n), size)
+        if objs is not None:
+            return objs
+
+
+def _sample_biased_scene(rng: np.random.Generator, size: int, max_objects: int,
+                         bias: CooccurrenceBias) -> list[_Obj]:
+    """A scene whose pair status is drawn by ``bias`` from a natural scene's (redrawn to match)."""
+    target = None
+    for _ in range(_MAX_REDRAWS):
+        shapes, colours = _draw_kinds(rng, int(rng.integers(1, max_objects + 1)))
+        status = bias.status(shapes, colours)
+        if target is None:
+            target = bias.draw_target(rng, status)
+        if status == target:
+            objs = _size_and_place(rng, shapes, colours, size)
+            if objs is not None:
+                return objs
+    raise RuntimeError(f"no scene with co-occurrence status {target} for pairs {bias.pairs} "
+                       f"in {_MAX_REDRAWS} draws; allow more objects per scene")
 
 
 def _polygon(obj: _Obj) -> list[tuple[float, float]]:
@@ -347,14 +406,16 @@ def _instance(obj: _Obj, ann_id: int, image_id: int) -> dict:
             "color": obj.colour, "size": obj.size}
 
 
-def _write_split(out: Path, split: str, n: int, size: int, max_objects: int, seed: int) -> None:
+def _write_split(out: Path, split: str, n: int, size: int, max_objects: int, seed: int,
+                 bias: CooccurrenceBias | None = None) -> None:
     """Renders one split's images and writes its caption and instance annotation files."""
     rng, offset = _split_rng(seed, split), _ID_OFFSET[split]
     (out / split).mkdir()
     images, captions, instances = [], [], []
     for i in range(1, n + 1):
         image_id = offset + i
-        objs = _sample_scene(rng, size, max_objects)
+        objs = (_sample_scene(rng, size, max_objects) if bias is None
+                else _sample_biased_scene(rng, size, max_objects, bias))
         name = f"{image_id:012d}.png"
         _render(rng, objs, size).save(out / split / name, format="PNG", compress_level=6)
         images.append({"id": image_id, "file_name": name, "width": size, "height": size,
