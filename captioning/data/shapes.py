@@ -121,6 +121,8 @@ def generate_shapes(root: str | Path, *, num_train: int = 8000, num_val: int = 5
         raise ValueError("need image_size >= 32 and 1 <= max_objects <= 4")
     pairs = parse_pairs(cooccur_pairs, [cooccur_rate, cooccur_rate_test], max_objects, SHAPES,
                         COLOURS)
+    cooccur_rate, cooccur_rate_test = (None if r is None else float(r)  # 1 and 1.0: one cache key
+                                       for r in (cooccur_rate, cooccur_rate_test))
     rates = {"train": cooccur_rate, "val": cooccur_rate, "test": cooccur_rate_test}
     root = Path(root)
     meta = {"format_version": FORMAT_VERSION, "num_train": num_train, "num_val": num_val,

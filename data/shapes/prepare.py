@@ -30,6 +30,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-test", type=int, default=500)
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--max-objects", type=int, default=4)
+    p.add_argument("--cooccur", action="append", default=[], metavar="A,B",
+                   help="a pair of objects ('circle' or 'red circle') to co-occur; repeatable")
+    p.add_argument("--cooccur-rate", type=float, default=None,
+                   help="train/val probability that a scene with one member holds the other (default: natural)")
+    p.add_argument("--cooccur-rate-test", type=float, default=None,
+                   help="the same for the test split (default: natural)")
     return p.parse_args(argv)
 
 
@@ -61,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     root = generate_shapes(args.root, num_train=args.num_train, num_val=args.num_val,
                            num_test=args.num_test, image_size=args.image_size,
-                           max_objects=args.max_objects, seed=args.seed)
+                           max_objects=args.max_objects, seed=args.seed,
+                           cooccur_pairs=[tuple(p.split(",")) for p in args.cooccur],
+                           cooccur_rate=args.cooccur_rate, cooccur_rate_test=args.cooccur_rate_test)
     print(f"shapes dataset at {root} ({time.perf_counter() - start:.1f} s)")
     print(f"{'split':<6} {'images':>7} {'captions':>9} {'instances':>10} {'words':>6}")
     rows = summarize(root)
