@@ -97,7 +97,8 @@ def partner_hallucination(captions: dict[int, str], objects: dict[int, set[tuple
                           pairs: list[list[str]]) -> dict:
     """Among (image, pair) cases where the image holds exactly one member, how often the caption names the other."""
     cases = named = 0
-    for image_id, caption in captions.items():
+    examples = []
+    for image_id, caption in sorted(captions.items()):
         have = objects[image_id] | {("", shape) for _, shape in objects[image_id]}
         said = named_objects(caption)
         for a, b in ([_member(m) for m in p] for p in pairs):
@@ -105,7 +106,10 @@ def partner_hallucination(captions: dict[int, str], objects: dict[int, set[tuple
                 if present in have and absent not in have:
                     cases += 1
                     named += absent in said
-    return {"cases": cases, "named_partner": named, "rate": named / cases if cases else 0.0}
+                    if absent in said and len(examples) < 5:
+                        examples.append({"image_id": image_id, "caption": caption})
+    return {"cases": cases, "named_partner": named, "rate": named / cases if cases else 0.0,
+            "examples": examples}
 
 
 def evaluate_arm(captions_path: Path, data_root: Path, pairs: list[list[str]]) -> dict:
@@ -146,6 +150,9 @@ def main(argv: list[str] | None = None) -> dict:
         p = r["partner"]
         print(f"{arm:10} {r['Bleu_4']:7.4f} {r['CIDEr']:6.3f} {r['CHAIRs']:7.4f} {r['CHAIRi']:7.4f} "
               f"{p['rate']:8.4f} {p['cases']:6d}")
+    for arm, r in results.items():
+        print(f"\n{arm}: captions naming the absent partner (image id: caption)")
+        print("\n".join(f"  {e['image_id']}: {e['caption']}" for e in r["partner"]["examples"]))
     print(f"Wrote {args.out / 'bias_results.json'}")
     return results
 

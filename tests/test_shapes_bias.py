@@ -127,3 +127,21 @@ def test_datamodule_and_layer_configs_pass_the_bias_on(tmp_path: Path) -> None:
         assert (meta["cooccur_pairs"], meta["cooccur_rate"], meta["cooccur_rate_test"]) == (
             [["circle", "square"]], rate, 0.0)
         assert cli.datamodule.generator_args["cooccur_rate"] == rate
+
+
+def test_partner_hallucination_rate_of_the_experiment_script() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bias_experiment", REPO / "scripts" / "bias_experiment.py")
+    exp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exp)
+    objects = {1: {("red", "circle")}, 2: {("blue", "square"), ("red", "triangle")}, 3: {("red", "circle")},
+               4: {("red", "circle"), ("blue", "square")}, 5: {("green", "triangle")}}
+    captions = {1: "a red circle and two blue boxes", 2: "a blue square and a red triangle",
+                3: "a large red disk", 4: "a red circle and a square", 5: "a green square"}
+    result = exp.partner_hallucination(captions, objects, [["circle", "square"]])
+    assert (result["cases"], result["named_partner"]) == (3, 1)  # images 1-3 hold one member; 1 names a square
+    assert result["examples"] == [{"image_id": 1, "caption": captions[1]}]
+    coloured = exp.partner_hallucination(captions, objects, [["red circle", "blue square"]])
+    assert (coloured["cases"], coloured["named_partner"]) == (3, 1)
+    assert exp.named_objects("two red circles and a box") == {("", "circle"), ("red", "circle"), ("", "square")}
