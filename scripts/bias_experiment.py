@@ -19,6 +19,7 @@ import json
 import sys
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,6 +131,8 @@ def evaluate_arm(captions_path: Path, data_root: Path, pairs: list[list[str]]) -
     result = chair.evaluate(captions, truth)
     bleu = compute_caption_metrics(references, captions)
     return {"Bleu_4": bleu["Bleu_4"], "CIDEr": bleu["CIDEr"], "CHAIRs": result.chair_s, "CHAIRi": result.chair_i,
+            "hallucinated_by_category": dict(sorted(Counter(
+                m.category for r in result.per_image.values() for m in r.hallucinated).items())),
             "partner": partner_hallucination(captions, objects, pairs),
             "mean_words": sum(len(c.split()) for c in captions.values()) / len(captions)}
 
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     for arm, r in results.items():
         p = r["partner"]
         print(f"{arm:10} {r['Bleu_4']:7.4f} {r['CIDEr']:6.3f} {r['CHAIRs']:7.4f} {r['CHAIRi']:7.4f} "
-              f"{p['rate']:8.4f} {p['cases']:6d}")
+              f"{p['rate']:8.4f} {p['cases']:6d}  hallucinated mentions: {r['hallucinated_by_category']}")
     for arm, r in results.items():
         print(f"\n{arm}: captions naming the absent partner (image id: caption)")
         print("\n".join(f"  {e['image_id']}: {e['caption']}" for e in r["partner"]["examples"]))
