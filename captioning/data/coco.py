@@ -84,8 +84,8 @@ def read_instance_categories(path: str | Path) -> dict[int, list[str]]:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
     try:
         return instance_categories(data)
-    except (KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path}: not an instances file with 'categories' and 'annotations' ({err!r})") from err
+    except (ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path}: {err}") from err
 
 
 def load_image(path: str | Path, image_size: int) -> Tensor:

@@ -63,8 +63,9 @@ def chair_scores(captions: Mapping[int, str], references: Mapping[int, Sequence[
 
 
 def mention_dicts(mentions: Sequence[Any]) -> list[dict]:
-    """Mentions as JSON objects ``{"word", "category", "index"}``."""
-    return [{"word": m.word, "category": m.category, "index": m.index} for m in mentions]
+    """Mentions as JSON objects ``{"word", "category", "index", "length"}`` (``index``: first token in
+    ``chair.tokens(caption)``; ``length``: tokens spanned)."""
+    return [{"word": m.word, "category": m.category, "index": m.index, "length": m.length} for m in mentions]
 
 
 def _per_image(rows: Sequence[ResultRow], per_image_scores: Mapping[int, Mapping[str, float]],

@@ -87,8 +87,8 @@ def highlight(caption: str, tokens: Sequence[str] | None, mentioned: Sequence[Ma
               hallucinated: Sequence[Mapping]) -> str:
     """The caption as escaped HTML with each mention wrapped in ``<mark>`` (class ``halluc`` or ``object``).
 
-    Mentions are located by their token index in ``tokens`` (``chair.tokens(caption)``); a two-word mention
-    spans ``len(word.split())`` tokens. Where the tokenizer's text cannot be aligned with the caption (e.g.
+    Mentions are located by their token index in ``tokens`` (``chair.tokens(caption)``) and span ``length``
+    tokens (2 for merged phrases such as ``hot dog``). Where the tokenizer's text cannot be aligned with the caption (e.g.
     lower-casing changes its length), the tokens themselves are shown.
     """
     if not tokens or not mentioned:
@@ -98,7 +98,7 @@ def highlight(caption: str, tokens: Sequence[str] | None, mentioned: Sequence[Ma
     bad = {(m["index"], m["category"]) for m in hallucinated}
     spans = []
     for m in mentioned:
-        first, last = m["index"], min(m["index"] + max(len(str(m["word"]).split()), 1), len(tokens)) - 1
+        first, last = m["index"], min(m["index"] + m.get("length", 1), len(tokens)) - 1
         if 0 <= first <= last and offsets[first] is not None and offsets[last] is not None:
             kind = "halluc" if (m["index"], m["category"]) in bad else "object"
             spans.append((offsets[first], offsets[last] + len(tokens[last]), kind, m["category"]))

@@ -78,14 +78,18 @@ def score_captions(references: Mapping[int, Sequence[str]], predictions: Mapping
         raise ValueError(f"unknown metric backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if set(references) != set(predictions) or not predictions:
         raise ValueError("references and predictions must cover the same, non-empty set of image ids")
-    if backend == "auto":
-        backend = "pycocoevalcap" if java_available() else "python"
-        if backend == "python":
-            scores = SCORERS.get("python")(references, predictions)
-            scores.notes = ["java not found: BLEU, ROUGE-L and CIDEr-D from the Java-free path; METEOR and SPICE "
-                            "(Java) skipped"]
-            return scores
-    return SCORERS.get(backend)(references, predictions)
+    if backend != "auto":
+        return SCORERS.get(backend)(references, predictions)
+    if java_available():
+        try:
+            return SCORERS.get("pycocoevalcap")(references, predictions)
+        except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+            reason = f"the Java PTB tokenizer failed ({type(err).__name__}: {err})"
+    else:
+        reason = "java not found"
+    scores = SCORERS.get("python")(references, predictions)
+    scores.notes = [f"{reason}: BLEU, ROUGE-L and CIDEr-D from the Java-free path; METEOR and SPICE (Java) skipped"]
+    return scores
 
 
 def java_available() -> bool:
