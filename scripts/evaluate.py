@@ -1,6 +1,7 @@
-"""COCO caption metrics and CHAIR of a COCO results file: ``python scripts/evaluate.py --results … --annotations …``.
+"""COCO caption metrics and CHAIR of a COCO results file.
 
-The same as ``captioning evaluate`` (see ``captioning/evaluation/evaluate.py`` for the options).
+Usage: ``python scripts/evaluate.py --results RESULTS.json --annotations CAPTIONS.json [...]``, the same as
+``captioning evaluate`` (options: ``--help``, docs/evaluation.md).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ CHAIR numbers are counted by hand on the fixture below (table: person/dog/cat/ho
 | image | caption | mentions (token index) | ground truth | hallucinated |
 | --- | --- | --- | --- | --- |
 | 1 | A man and a cat with two dogs. | man→person 1, cat 4, dogs→dog 7 | person, dog | cat |
-| 2 | a hot dog next to a cat on a table | hot dog 1 (2 tokens), cat 6, table→dining table 9 | cat, dining table | hot dog |
+| 2 | a hot dog next to a cat on a table | hot dog 1 (2 tokens), cat 6, table 9 | cat, dining table | hot dog |
 | 3 | A hot dog. | hot dog 1 | hot dog | - |
 | 4 | <script>alert(1)</script> people | people→person 10 | (none) | person |
 
@@ -54,7 +54,8 @@ def coco(tmp_path: Path) -> dict[str, Path]:
     categories = [{"id": k + 1, "name": n, "supercategory": "x"} for k, n in enumerate(names)]
     instances = [{"id": 100 * i + k, "image_id": i, "category_id": names.index(n) + 1, "bbox": [0, 0, 1, 1],
                   "area": 1, "iscrowd": 0} for i in order for k, n in enumerate(OBJECTS[i])]
-    paths = {"annotations": root / "annotations/captions_val.json", "instances": root / "annotations/instances_val.json",
+    paths = {"annotations": root / "annotations/captions_val.json",
+             "instances": root / "annotations/instances_val.json",
              "synonyms": tmp_path / "synonyms.txt", "results": tmp_path / "results.json", "images": root / "val"}
     info = {"description": "test"}
     paths["annotations"].write_text(json.dumps({"info": info, "images": images, "annotations": captions}))
@@ -284,3 +285,16 @@ def test_datamodule_supplies_categories_only_with_instances(tiny_shapes: Path) -
                               instances_pattern=None, num_workers=0, min_word_count=1)
     assert plain.synonyms is None and plain.categories("val") is None
     assert "categories" not in next(iter(plain.val_dataloader()))
+
+
+def test_auto_falls_back_when_the_java_toolkit_fails(coco, monkeypatch) -> None:
+    from captioning.evaluation import toolkit
+
+    def broken(references, predictions):
+        raise OSError("read-only site-packages")
+
+    monkeypatch.setattr(toolkit, "java_available", lambda: True)
+    monkeypatch.setitem(toolkit.SCORERS._entries, "pycocoevalcap", broken)
+    metrics = evaluate(coco["results"], coco["annotations"], log=lambda _: None)
+    assert metrics["backend"] == "python" and metrics["CIDEr"] is not None
+    assert metrics["notes"][0].startswith("the Java PTB tokenizer failed (OSError: read-only site-packages)")

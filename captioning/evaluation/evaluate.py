@@ -28,7 +28,7 @@ from captioning.evaluation.inputs import (
     read_instances,
     read_results,
 )
-from captioning.evaluation.toolkit import BACKENDS, METRIC_NAMES, score_captions
+from captioning.evaluation.toolkit import BACKENDS, METRIC_NAMES, CaptionScores, score_captions
 from captioning.io import atomic_path, write_text_atomic
 
 CAPTION_KEYS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
@@ -127,35 +127,39 @@ def evaluate(results: str | Path, annotations: str | Path, instances: str | Path
     image_dir = _images_folder(ann.path, images) if gallery is not None else None
     if gallery is not None and image_dir is None:
         raise InputError(f"--gallery needs the image folder of {ann.path}: pass --images DIR")
+    if report is not None and (instance_data is None or synonyms is None):
+        raise InputError("--report needs CHAIR: pass --instances and --synonyms")
     captions = {row.image_id: row.caption for row in rows}
     references = {i: list(ann.references[i]) for i in captions}
-    notes = []
-    chair = None
-    if instance_data is not None and synonyms is not None:
-        chair = chair_scores(captions, references, instance_data, synonyms, chair_mode)
-    else:
-        missing = " and ".join(name for name, v in (("--instances", instances), ("--synonyms", synonyms)) if v is None)
-        notes.append(f"CHAIR skipped: it needs {missing}")
-    if report is not None and chair is None:
-        raise InputError("--report needs CHAIR: pass --instances and --synonyms")
+    chair = None if instance_data is None or synonyms is None else chair_scores(
+        captions, references, instance_data, synonyms, chair_mode)
     scores = score_captions(references, captions, backend)
-    notes = scores.notes + notes
+    metrics = _metrics(rows, ann, scores, chair, chair_mode, {"results": results, "annotations": annotations,
+                                                              "instances": instances, "synonyms": synonyms})
+    files = _render_outputs(metrics, rows, ann, references, chair, output, gallery, report, image_dir)
+    write_outputs(files)
+    log(format_table(metrics))
+    for path in files:
+        log(f"wrote {path}")
+    return metrics
+
+
+def _metrics(rows: Sequence[ResultRow], ann: Any, scores: CaptionScores, chair: ChairScores | None,
+             chair_mode: str, sources: Mapping[str, str | Path | None]) -> dict[str, Any]:
+    """METRICS.json content: corpus values, what produced them, notes, sources and the per-image rows."""
+    notes = list(scores.notes)
+    if chair is None:
+        missing = " and ".join(f"--{name}" for name in ("instances", "synonyms") if sources[name] is None)
+        notes.append(f"CHAIR skipped: it needs {missing}")
     metrics: dict[str, Any] = {name: scores.corpus.get(name) for name in CAPTION_KEYS}
     if "SPICE" in scores.corpus:
         metrics["SPICE"] = scores.corpus["SPICE"]
     metrics.update({"CHAIRs": chair.result.chair_s if chair else None,
                     "CHAIRi": chair.result.chair_i if chair else None,
                     "backend": scores.backend, "chair_mode": chair_mode if chair else None,
-                    "num_images": len(rows), "num_annotated_images": len(ann.references),
-                    "notes": notes, "results": str(results), "annotations": str(annotations),
-                    "instances": None if instances is None else str(instances),
-                    "synonyms": None if synonyms is None else str(synonyms),
+                    "num_images": len(rows), "num_annotated_images": len(ann.references), "notes": notes,
+                    **{name: None if path is None else str(path) for name, path in sources.items()},
                     "per_image": _per_image(rows, scores.per_image, chair)})
-    files = _render_outputs(metrics, rows, ann, references, chair, output, gallery, report, image_dir)
-    write_outputs(files)
-    log(format_table(metrics))
-    for path in files:
-        log(f"wrote {path}")
     return metrics
 
 

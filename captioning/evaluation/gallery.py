@@ -88,8 +88,8 @@ def highlight(caption: str, tokens: Sequence[str] | None, mentioned: Sequence[Ma
     """The caption as escaped HTML with each mention wrapped in ``<mark>`` (class ``halluc`` or ``object``).
 
     Mentions are located by their token index in ``tokens`` (``chair.tokens(caption)``) and span ``length``
-    tokens (2 for merged phrases such as ``hot dog``). Where the tokenizer's text cannot be aligned with the caption (e.g.
-    lower-casing changes its length), the tokens themselves are shown.
+    tokens (2 for merged phrases such as ``hot dog``). Where the tokenizer's text cannot be aligned with the
+    caption (lower-casing changes its length), the tokens themselves are shown.
     """
     if not tokens or not mentioned:
         return html.escape(caption)
@@ -127,7 +127,8 @@ def _item_html(item: GalleryItem, folder: Path) -> str:
     scores = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{_format(v)}</td></tr>"
                      for k, v in item.scores.items() if isinstance(v, (int, float)) or v is None)
     refs = "".join(f"<li>{html.escape(r)}</li>" for r in item.references)
-    return (f'<div class="item" id="img{item.image_id}"><img loading="lazy" src="{_image_src(item.image, folder)}" '
+    return (f'<div class="item" id="img{item.image_id}">'
+            f'<img loading="lazy" src="{_image_src(item.image, folder)}" '
             f'alt="{html.escape(item.image.name, quote=True)}"><div>'
             f'<p class="caption">{highlight(item.caption, item.tokens, item.mentioned, item.hallucinated)}</p>'
             f'<div>image {item.image_id} · {html.escape(item.image.name)}</div>'

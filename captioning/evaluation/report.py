@@ -37,9 +37,9 @@ def top_hallucinated(per_image: Sequence[Mapping], k: int = 10, k_cooccurring: i
     for category, count in sorted(bad.items(), key=lambda kv: (-kv[1], kv[0]))[:k]:
         images = [e for e in per_image if any(m["category"] == category for m in e["hallucinated"])]
         together = Counter(c for e in images for c in set(e["ground_truth"]))
+        ranked = sorted(together.items(), key=lambda kv: (-kv[1], kv[0]))[:k_cooccurring]
         rows.append({"category": category, "hallucinated": count, "images": len(images),
-                     "co_occurring": [[c, n] for c, n in sorted(together.items(), key=lambda kv: (-kv[1], kv[0]))
-                                      [:k_cooccurring]]})
+                     "co_occurring": [[c, n] for c, n in ranked]})
     return rows
 
 
@@ -51,7 +51,8 @@ def by_length(per_image: Sequence[Mapping], lengths: Mapping[int, int]) -> list[
     """CHAIRs and CHAIRi of captions grouped by length (``lengths``: image id -> words); empty bins omitted."""
     rows = []
     for low, high in LENGTH_BINS:
-        group = [e for e in per_image if lengths[e["image_id"]] >= low and (high is None or lengths[e["image_id"]] <= high)]
+        group = [e for e in per_image
+                 if lengths[e["image_id"]] >= low and (high is None or lengths[e["image_id"]] <= high)]
         if not group:
             continue
         mentions = sum(len(e["mentioned"]) for e in group)
@@ -85,11 +86,14 @@ def report_markdown(report: Mapping) -> str:
              "| --- | ---: | ---: | --- |"]
     lines += [f"| {r['category']} | {r['hallucinated']} | {r['images']} | "
               + ", ".join(f"{c} ({n})" for c, n in r["co_occurring"]) + " |" for r in report["top_hallucinated"]]
-    lines += ["", "## Per category", "", "| category | mentions | hallucinated | rate |", "| --- | ---: | ---: | ---: |"]
+    lines += ["", "## Per category", "", "| category | mentions | hallucinated | rate |",
+              "| --- | ---: | ---: | ---: |"]
     lines += [f"| {c} | {v['mentions']} | {v['hallucinated']} | {v['rate']:.3f} |"
               for c, v in report["per_category"].items()]
-    lines += ["", "## Caption length vs CHAIR", "", "| words | captions | CHAIRs | CHAIRi |", "| --- | ---: | ---: | ---: |"]
-    lines += [f"| {r['words']} | {r['captions']} | {r['CHAIRs']:.3f} | {r['CHAIRi']:.3f} |" for r in report["by_length"]]
+    lines += ["", "## Caption length vs CHAIR", "", "| words | captions | CHAIRs | CHAIRi |",
+              "| --- | ---: | ---: | ---: |"]
+    lines += [f"| {r['words']} | {r['captions']} | {r['CHAIRs']:.3f} | {r['CHAIRi']:.3f} |"
+              for r in report["by_length"]]
     return "\n".join(lines) + "\n"
 
 
