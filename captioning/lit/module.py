@@ -68,6 +68,7 @@ class CaptioningModule(L.LightningModule):
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self._outputs: list[dict] = []
         self._chair = Chair.from_file(synonyms, mode=chair_mode) if synonyms else None
+        self._chair_truth: dict[int, set[str]] = {}  # image id -> CHAIR ground-truth categories
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         tokens = batch["tokens"]  # (N, T): <START> w_1 … w_n <END> <PAD> …, N captions of B images
@@ -110,8 +111,10 @@ class CaptioningModule(L.LightningModule):
         """CHAIRs/CHAIRi of the decoded captions; empty without a synonym table or instance annotations."""
         if self._chair is None or any(row["categories"] is None for row in rows.values()):
             return {}
-        truth = {i: self._chair.ground_truth(row["categories"], row["references"]) for i, row in rows.items()}
-        result = self._chair.evaluate({i: row["caption"] for i, row in rows.items()}, truth)
+        for i, row in rows.items():  # references do not change: each image's ground truth is computed once
+            if i not in self._chair_truth:
+                self._chair_truth[i] = self._chair.ground_truth(row["categories"], row["references"])
+        result = self._chair.evaluate({i: row["caption"] for i, row in rows.items()}, self._chair_truth)
         return {"CHAIRs": result.chair_s, "CHAIRi": result.chair_i}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
