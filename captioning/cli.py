@@ -16,6 +16,7 @@ from captioning.lit.module import CaptioningModule
 
 COMMANDS: dict[str, str] = {  # subcommand -> "module:function" taking argv
     "lab": "captioning.lab.cli:main",
+    "benchmark": "captioning.benchmark.cli:main",
 }
 
 
