@@ -18,7 +18,7 @@ def test_benchmark_runs_on_the_tiny_workload(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     skip = [] if SHARED.is_dir() else ["--skip", "end-to-end"]  # end to end needs ../shared/coco-mini photos
     main(["--workload", "tiny", "--device", "cpu", "--repeats", "1", "--warmup", "0", "--json", str(out),
-          "--e2e-images", "2", "--e2e-batch-size", "2", *skip])
+          "--e2e-images", "2", "--e2e-batch-size", "2", "--markdown", *skip])
     report = json.loads(out.read_text())
     w = WORKLOADS["tiny"]
     assert report["matmul"]["flops_per_s"] > 0

@@ -65,3 +65,18 @@ def test_unknown_cell_and_injection_are_rejected() -> None:
         RNNDecoder(V, D, cell="lstmm")
     with pytest.raises(ValueError, match="unknown injection 'sometimes'"):
         RNNDecoder(V, D, injection="sometimes")
+
+
+def test_precomputed_image_term_equals_the_fused_module_on_concatenated_inputs() -> None:
+    dec = RNNDecoder(V, D, embed_dim=6, hidden_dim=10, cell="lstm", num_layers=2, dropout=0.3).eval()
+    v, tokens = _tiny_batch()
+    v.requires_grad_(True)
+    results = []
+    for precompute in (True, False):
+        dec.precompute_image_term = precompute
+        logits = dec(v, tokens)  # (B, T, V)
+        grads = torch.autograd.grad((logits * torch.linspace(-1, 1, V)).sum(), [v, *dec.parameters()])
+        results.append((logits, grads))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -11,6 +11,7 @@ import torch
 from captioning.benchmark.decode import bench_decoding
 from captioning.benchmark.endtoend import bench_end_to_end
 from captioning.benchmark.memory import bench_memory
+from captioning.benchmark.report import markdown, summary
 from captioning.benchmark.timing import matmul_rate
 from captioning.benchmark.train import bench_training
 from captioning.benchmark.workload import WORKLOADS, workload_gemm_shapes
@@ -35,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--photos", type=Path, help="JPEG folder for end-to-end captioning (default ../shared/coco-mini)")
     p.add_argument("--e2e-images", type=int, default=64, help="photos captioned per end-to-end repeat")
     p.add_argument("--e2e-batch-size", type=int, default=32)
+    p.add_argument("--markdown", action="store_true", help="also print the README's performance table")
     return p
 
 
@@ -77,45 +79,13 @@ def run(args: argparse.Namespace) -> dict:
     return report
 
 
-def _fmt(rate: dict) -> str:
-    return f"{rate['median']:,.1f} [{rate['min']:,.1f}–{rate['max']:,.1f}]"
-
-
-def summary(report: dict) -> str:
-    """The headline figures as text lines (median [slowest–fastest repeat])."""
-    m = report["machine"]
-    lines = [f"workload {report['workload']} on {m['cpu']} ({m['threads']} threads), {m['device']}, "
-             f"torch {m['torch']}, {report['clock']} clock",
-             f"sustained matmul rate: {report['matmul']['flops_per_s'] / 1e9:,.1f} GFLOP/s"]
-    if "train" in report:
-        t = report["train"]
-        lines.append(f"train_tokens_per_s: {_fmt(t['train_tokens_per_s'])}; "
-                     f"{t['fraction_of_matmul_rate']:.1%} of the matmul rate")
-        lines += [f"  {name}: {_fmt(r['tokens_per_s'])} tokens/s (ours is {r['ours_speedup']:.2f}x)"
-                  for name, r in t["variants"].items()]
-    if "decode" in report:
-        d = report["decode"]
-        lines += [f"{name}: {_fmt(r['captions_per_s'])} captions/s" for name, r in d["variants"].items()]
-        lines.append("speedup over baseline: " + ", ".join(f"{k} {v:.1f}x" for k, v in d["speedup_over_baseline"].items()))
-        lines.append(f"same captions as baseline: {d['same_captions_as_baseline']}")
-    if "memory" in report:
-        r = report["memory"]
-        lines.append(r.get("skipped") or f"peak memory, {r['sequence_length']} tokens × {r['batch']}: full BPTT "
-                     f"{r['full_bptt_bytes'] / 2**20:,.0f} MiB, truncated (window {r['window']}) "
-                     f"{r['truncated_bptt_bytes'] / 2**20:,.0f} MiB")
-    if "end_to_end" in report:
-        r = report["end_to_end"]
-        lines.append(f"end-to-end: skipped: {r['skipped']}" if "skipped" in r else
-                     f"captioning caption: {_fmt(r['caption_images_per_s'])} images/s; encoder alone: "
-                     f"{_fmt(r['encoder_images_per_s'])} images/s ({r['images']} photos, beam {r['beam_size']})")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Entry point of ``captioning benchmark``; prints the summary and returns the report."""
     args = _parser().parse_args(argv)
     report = run(args)
     print(summary(report))
+    if args.markdown:
+        print(markdown(report))
     if args.json:
         write_json_atomic(args.json, report)
         print(f"wrote {args.json}")
