@@ -64,6 +64,14 @@ class BaselineDecoder(nn.Module):
         return torch.cat([seqs[scores.argmax()], tok.new_full((1,), END)])
 
 
+def _autocast(fn, device: torch.device):
+    def run():
+        with torch.autocast(device.type, torch.bfloat16):
+            return fn()
+
+    return run
+
+
 def decode_variants(w: Workload, device: torch.device) -> tuple[dict, dict, dict]:
     """Callables for every decoding measurement, their image counts, and whether the outputs agree."""
     dec = build_decoder(w, device).eval()
@@ -77,6 +85,9 @@ def decode_variants(w: Workload, device: torch.device) -> tuple[dict, dict, dict
         "baseline greedy": lambda: base.greedy(v, w.words),
         f"baseline beam{w.beam_size}": lambda: [base.beam_one(x, w.beam_size, w.words) for x in vb],
     }
+    if device.type == "cuda":  # the same work under bf16 autocast
+        for name in ("greedy", f"beam{w.beam_size}"):
+            fns[f"{name} bf16 autocast"] = _autocast(fns[name], device)
     images = {name: (w.baseline_beam_images if name.startswith("baseline beam") else w.decode_images)
               for name in fns}
     agree = {

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from captioning.benchmark.workload import Workload, build_decoder
 from captioning.decoding import PAD
-from captioning.models.cells import lstm_layer
+from captioning.models.cells import injected_input_term, lstm_layer
 from captioning.models.decoder import RNNDecoder
 
 
@@ -35,10 +35,9 @@ def window_loss(dec: RNNDecoder, v: Tensor, tokens: Tensor, h: Tensor, c: Tensor
         v: Image features (B, D).
         tokens: The window's inputs and targets, (B, W + 1).
     """
-    e = dec.embed.embedding_dim
-    w_ih, rnn = dec.rnn.weight_ih_l0, dec.rnn
-    ctx = torch.addmm(rnn.bias_ih_l0 + rnn.bias_hh_l0, v, w_ih[:, e:].t())  # (B, G)
-    pre = F.linear(dec.embed(tokens[:, :-1]).transpose(0, 1), w_ih[:, :e]) + ctx  # (W, B, G)
+    rnn = dec.rnn
+    x = dec.embed(tokens[:, :-1]).transpose(0, 1)  # (W, B, E)
+    pre = injected_input_term(x, v, rnn.weight_ih_l0, rnn.bias_ih_l0 + rnn.bias_hh_l0)  # (W, B, G)
     out, h, c = lstm_layer(pre, rnn.weight_hh_l0, h, c)  # (W, B, H)
     logits = dec.out(out.transpose(0, 1))  # (B, W, V)
     loss = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), ignore_index=PAD)

@@ -179,3 +179,48 @@ def lstm_layer(pre: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tenso
         Outputs ``h_1 … h_T`` (T, B, H), and the final ``h`` and ``c`` (B, H) each.
     """
     return _LSTMRecurrence.apply(pre, h0, c0, w_hh)
+
+
+class _InjectedInputTerm(torch.autograd.Function):
+    """``x_t W_x^T + v W_v^T + b`` for every position, with ``W = [W_x | W_v]`` one parameter.
+
+    The image term is computed once per sequence; backward writes both column blocks of the weight gradient
+    into one tensor (two GEMMs), instead of two zero-filled full-size gradients that autograd then adds.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, v: Tensor, w: Tensor, b: Tensor) -> Tensor:
+        e = x.size(-1)
+        per_image = torch.addmm(b, v, w[:, e:].t())  # (B, G)
+        pre = torch.matmul(x, w[:, :e].t())  # (T, B, G)
+        pre += per_image
+        ctx.save_for_backward(x, v, w)
+        return pre
+
+    @staticmethod
+    def backward(ctx, d_pre: Tensor):
+        x, v, w = ctx.saved_tensors
+        e = x.size(-1)
+        d_image = d_pre.sum(0)  # (B, G)
+        d_w = w.new_empty(w.shape)
+        d_w[:, :e] = d_pre.flatten(0, 1).t() @ x.flatten(0, 1)  # (G, E)
+        d_w[:, e:] = d_image.t() @ v  # (G, D)
+        d_x = d_pre @ w[:, :e] if ctx.needs_input_grad[0] else None  # (T, B, E)
+        d_v = d_image @ w[:, e:] if ctx.needs_input_grad[1] else None  # (B, D)
+        d_b = d_image.sum(0) if ctx.needs_input_grad[3] else None
+        return d_x, d_v, d_w, d_b
+
+
+def injected_input_term(x: Tensor, v: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """Input pre-activations of a layer that reads ``[x_t; v]`` at every step, without repeating ``v``.
+
+    Args:
+        x: Inputs, time-major (T, B, E).
+        v: One vector per sequence, (B, D).
+        w: The layer's input weight ``[W_x | W_v]``, (G, E + D).
+        b: Bias, (G,).
+
+    Returns:
+        ``W_x x_t + W_v v + b`` for every position, (T, B, G): equal to ``F.linear([x_t; v], w, b)``.
+    """
+    return _InjectedInputTerm.apply(x, v, w, b)

@@ -7,8 +7,8 @@ from torch import Tensor, nn
 
 import torch.nn.functional as F
 
-from captioning.models.cells import (State, build_rnn, cell_step, check_cell, input_projection, lstm_layer,
-                                     run_fused)
+from captioning.models.cells import (State, build_rnn, cell_step, check_cell, injected_input_term, input_projection,
+                                     lstm_layer, run_fused)
 
 INJECTIONS = ("every_step", "init_state", "first_token")
 
@@ -103,9 +103,8 @@ class RNNDecoder(nn.Module):
             The last layer's outputs, (B, T, H).
         """
         rnn, b = self.rnn, x.size(0)
-        w_ih = rnn.weight_ih_l0
-        ctx = torch.addmm(rnn.bias_ih_l0 + rnn.bias_hh_l0, v, w_ih[:, self._image_cols].t())  # (B, G)
-        pre = F.linear(x.transpose(0, 1), w_ih[:, self._embed_cols]) + ctx  # (T, B, G)
+        bias = rnn.bias_ih_l0 + rnn.bias_hh_l0
+        pre = injected_input_term(x.transpose(0, 1), v, rnn.weight_ih_l0, bias)  # (T, B, G)
         zeros = x.new_zeros(b, rnn.hidden_size)  # (B, H)
         for layer in range(self.num_layers):
             if layer > 0:
