@@ -24,6 +24,7 @@ def test_benchmark_runs_on_the_tiny_workload(tmp_path: Path) -> None:
     assert report["matmul"]["flops_per_s"] > 0
     train = report["train"]
     assert train["flops_per_step"] == train_step_flops(w) and train["fraction_of_matmul_rate"] > 0
+    assert train["fraction_of_interleaved_matmul_rate"] > 0
     assert {"ours", "concat [x; v] fused nn.LSTM", "foreach Adam"} <= set(train["variants"])
     decode = report["decode"]
     # The baseline copies the decoder's weights: both must decode exactly the same captions.

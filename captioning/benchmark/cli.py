@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> dict:
                        clock=args.clock)
     report["matmul"] = rate
     if "train" not in args.skip:
-        report["train"] = bench_training(w, device, rate["flops_per_s"], **timing)
+        report["train"] = bench_training(w, device, rate, **timing)
     if "decode" not in args.skip:
         report["decode"] = bench_decoding(w, device, **timing)
     if "memory" not in args.skip:
