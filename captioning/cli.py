@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {  # subcommand -> "module:function" taking argv
     "lab": "captioning.lab.cli:main",
     "evaluate": "captioning.evaluation.evaluate:main",
     "gallery": "captioning.evaluation.gallery:main",
+    "benchmark": "captioning.benchmark.cli:main",
 }
 
 
