@@ -16,15 +16,20 @@ from captioning.lit.module import CaptioningModule
 
 COMMANDS: dict[str, str] = {  # subcommand -> "module:function" taking argv
     "lab": "captioning.lab.cli:main",
+    "evaluate": "captioning.evaluation.evaluate:main",
+    "gallery": "captioning.evaluation.gallery:main",
+    "benchmark": "captioning.benchmark.cli:main",
 }
 
 
 class CaptioningCLI(LightningCLI):
-    """LightningCLI whose derived values (vocabulary, image size) are linked from the data module."""
+    """LightningCLI whose derived values (vocabulary, image size, CHAIR synonym table) are linked from the data
+    module."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.vocab", "model.vocab", apply_on="instantiate")
         parser.link_arguments("data.image_size", "model.image_size", apply_on="instantiate")
+        parser.link_arguments("data.synonyms", "model.synonyms", apply_on="instantiate")
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> CaptioningCLI:

@@ -20,7 +20,8 @@ PAD, START, END = Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.end_id
 class StepDecoder(Protocol):
     def init_state(self, v: Tensor) -> dict[str, Tensor]: ...
 
-    def step(self, tokens: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]: ...
+    def step(self, tokens: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Next-token logits (B, V), a new tensor that decoding may overwrite, and the new state."""
 
 
 @dataclass
@@ -31,8 +32,9 @@ class Captions:
     scores: Tensor
 
 
-def _log_probs(logits: Tensor, temperature: float = 1.0) -> Tensor:
-    logits = logits.float() / temperature
+def _log_probs(logits: Tensor) -> Tensor:
+    """Next-token log-probabilities (N, V); masks ``<PAD>``/``<START>`` in the step's (fresh) logits in place."""
+    logits = logits.float()
     logits[:, [PAD, START]] = float("-inf")  # never generated
     return logits.log_softmax(dim=-1)  # (N, V)
 
@@ -42,26 +44,32 @@ def _reorder(state: dict[str, Tensor], index: Tensor) -> dict[str, Tensor]:
 
 
 def _autoregress(decoder: StepDecoder, v: Tensor, max_len: int, choose) -> Captions:
-    """Shared loop of greedy and sampling: ``choose(log_probs) -> tokens`` picks each next word."""
+    """Shared loop of greedy and sampling: ``choose(log_probs) -> tokens`` picks each next word.
+
+    Finished captions leave the batch: each step runs the decoder on the unfinished rows only.
+    """
     b = v.size(0)
     state = decoder.init_state(v)
     tokens = v.new_full((b,), START, dtype=torch.long)
-    done = torch.zeros(b, dtype=torch.bool, device=v.device)
+    rows = torch.arange(b, device=v.device)  # the caption of every row still decoding
+    out = torch.full((b, max_len + 1), PAD, dtype=torch.long, device=v.device)
     scores = v.new_zeros(b, dtype=torch.float)
-    out = []
-    for _ in range(max_len + 1):  # max_len words, then <END>
-        logits, state = decoder.step(tokens, state)  # (B, V)
-        logp = _log_probs(logits)
-        if len(out) == max_len:  # out of words: force <END>
-            logp = torch.where(torch.arange(logp.size(1), device=v.device) == END, 0.0, float("-inf")).expand_as(logp)
-        tokens = choose(logp)  # (B,)
-        scores += torch.where(done, 0.0, logp.gather(1, tokens[:, None]).squeeze(1))
-        tokens = tokens.masked_fill(done, PAD)  # finished captions are padded
-        out.append(tokens)
-        done |= tokens == END
-        if done.all():
+    for t in range(max_len + 1):  # max_len words, then <END>
+        if t == max_len:  # out of words: <END> has probability 1, no step needed
+            out[rows, t] = END
             break
-    return Captions(torch.stack(out, dim=1), scores)
+        logits, state = decoder.step(tokens, state)  # (A, V): A unfinished captions
+        logp = _log_probs(logits)  # (A, V)
+        tokens = choose(logp)  # (A,)
+        scores.index_add_(0, rows, logp.gather(1, tokens[:, None]).squeeze(1))
+        out[rows, t] = tokens
+        live = tokens != END
+        if not live.all():
+            if not live.any():
+                break
+            keep = live.nonzero().squeeze(1)
+            rows, tokens, state = rows[keep], tokens[keep], _reorder(state, keep)
+    return Captions(out[:, : t + 1], scores)
 
 
 @torch.no_grad()
@@ -130,33 +138,98 @@ def beam_search(decoder: StepDecoder, v: Tensor, beam_size: int = 3, max_len: in
         raise ValueError(f"n_best must be in 1..beam_size={beam_size}, got {n_best}")
     b, k, dev = v.size(0), beam_size, v.device
     state = _reorder(decoder.init_state(v), torch.arange(b, device=dev).repeat_interleave(k))  # B*K rows
+    beams = _Beams(b, k, max_len, dev)
     tokens = torch.full((b * k,), START, dtype=torch.long, device=dev)
-    scores = torch.full((b, k), float("-inf"), device=dev)
-    scores[:, 0] = 0.0  # all beams start identical: only one may expand at first
-    history = torch.empty(b, k, 0, dtype=torch.long, device=dev)
-    done = torch.zeros(b, k, dtype=torch.bool, device=dev)
-    lengths = torch.zeros(b, k, dtype=torch.long, device=dev)
-    for t in range(max_len + 1):
-        logits, state = decoder.step(tokens, state)
-        logp = _log_probs(logits).view(b, k, -1)  # (B, K, V)
-        if t == max_len:  # out of words: only <END>
-            logp = torch.where(torch.arange(logp.size(-1), device=dev) == END, 0.0, float("-inf")).expand_as(logp)
-        # A finished beam continues only with <PAD> at no cost, so it keeps its score and its place.
-        finished_row = torch.full_like(logp[0, 0], float("-inf"))
-        finished_row[PAD] = 0.0
-        logp = torch.where(done[..., None], finished_row, logp)
-        cand = (scores[..., None] + logp).view(b, -1)  # (B, K*V)
-        scores, flat = cand.topk(k, dim=-1)  # (B, K): the one sort over beams × vocabulary
-        parent, tokens = flat // logp.size(-1), flat % logp.size(-1)  # (B, K)
-        history = torch.cat([history.gather(1, parent[..., None].expand(-1, -1, t)), tokens[..., None]], dim=-1)
-        done, lengths = done.gather(1, parent), lengths.gather(1, parent)
-        lengths += ~done  # <END> counts towards the length, padding does not
-        done |= tokens == END
-        rows = (parent + torch.arange(b, device=dev)[:, None] * k).view(-1)
-        state, tokens = _reorder(state, rows), tokens.view(-1)
-        if done.all():
+    for _ in range(max_len):
+        logp, state = _step_live(decoder, tokens, state, beams.done.view(-1))  # (A*K, V)
+        rows, tokens = beams.advance(logp.view(beams.done.size(0), k, -1))  # (A, K, V): A images decoding
+        if rows.numel() == 0:  # every image has finished
             break
-    ranked = scores / length_penalty(lengths, alpha)  # (B, K)
-    best = ranked.topk(n_best, dim=-1).indices  # (B, n_best)
-    out = history.gather(1, best[..., None].expand(-1, -1, history.size(-1)))
-    return Captions(out, ranked.gather(1, best))
+        state = _reorder(state, rows)
+    else:
+        beams.force_end()  # out of words: every unfinished beam ends, no step needed
+    return beams.best(n_best, alpha)
+
+
+def _step_live(decoder: StepDecoder, tokens: Tensor, state: dict[str, Tensor],
+               done: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """Log-probabilities (N, V) of the next token, running the decoder on unfinished rows only; a finished
+    row continues only with ``<PAD>`` at no cost, so it keeps its score and its place."""
+    if not done.any():
+        logits, state = decoder.step(tokens, state)
+        return _log_probs(logits), state
+    live = (~done).nonzero().squeeze(1)
+    logits, new = decoder.step(tokens[live], _reorder(state, live))  # (L, V)
+    logp = _log_probs(logits)
+    out = logp.new_full((done.size(0), logp.size(1)), float("-inf"))  # (N, V)
+    out[:, PAD] = 0.0
+    out[live] = logp
+    return out, {key: state[key].index_copy(0, live, new[key]) for key in state}
+
+
+class _Beams:
+    """Scores, lengths and word histories of the beams of the images still decoding; finished images leave
+    (their results are kept aside), so they cost no further compute."""
+
+    def __init__(self, b: int, k: int, max_len: int, dev: torch.device) -> None:
+        self.k, self.t = k, 0
+        self.scores = torch.full((b, k), float("-inf"), device=dev)
+        self.scores[:, 0] = 0.0  # all beams start identical: only one may expand at first
+        self.done = torch.zeros(b, k, dtype=torch.bool, device=dev)
+        self.lengths = torch.zeros(b, k, dtype=torch.long, device=dev)
+        self.history = torch.empty(b, k, 0, dtype=torch.long, device=dev)
+        self.images = torch.arange(b, device=dev)  # the image of every row still decoding
+        self.final_scores = torch.empty(b, k, device=dev)
+        self.final_lengths = torch.empty(b, k, dtype=torch.long, device=dev)
+        self.final_history = torch.full((b, k, max_len + 1), PAD, dtype=torch.long, device=dev)
+
+    def advance(self, logp: Tensor) -> tuple[Tensor, Tensor]:
+        """Extends every beam by one token with one ``topk`` over beams × vocabulary.
+
+        Args:
+            logp: Next-token log-probabilities of the images still decoding, (A, K, V).
+
+        Returns:
+            The decoder-state row each surviving beam continues from, and its new token (both flat).
+        """
+        a, k, vocab = logp.shape
+        cand = logp.add_(self.scores[..., None]).view(a, -1)  # (A, K*V), in place
+        self.scores, flat = cand.topk(k, dim=-1)  # (A, K): the one sort over beams × vocabulary
+        parent, tokens = flat // vocab, flat % vocab  # (A, K)
+        self.history = torch.cat([self.history.gather(1, parent[..., None].expand(-1, -1, self.t)),
+                                  tokens[..., None]], dim=-1)  # (A, K, t + 1)
+        self.done, self.lengths = self.done.gather(1, parent), self.lengths.gather(1, parent)
+        self.lengths += ~self.done  # <END> counts towards the length, padding does not
+        self.done |= tokens == END
+        self.t += 1
+        rows = parent + torch.arange(a, device=logp.device)[:, None] * k  # (A, K)
+        finished = self.done.all(dim=1)  # (A,)
+        if finished.any():
+            self._retire(finished)
+            keep = (~finished).nonzero().squeeze(1)
+            rows, tokens = rows[keep], tokens[keep]
+        return rows.view(-1), tokens.view(-1)
+
+    def force_end(self) -> None:
+        """Ends every unfinished beam with ``<END>`` (probability 1: scores unchanged) and retires all images."""
+        self.history = torch.cat([self.history, torch.where(self.done, PAD, END)[..., None]], dim=-1)
+        self.lengths += ~self.done
+        self.t += 1
+        self._retire(torch.ones_like(self.images, dtype=torch.bool))
+
+    def _retire(self, finished: Tensor) -> None:
+        """Moves the images whose beams have all ended out of the working set."""
+        img = self.images[finished]
+        self.final_scores[img], self.final_lengths[img] = self.scores[finished], self.lengths[finished]
+        self.final_history[img, :, : self.t] = self.history[finished]
+        keep = ~finished
+        self.images, self.scores, self.done = self.images[keep], self.scores[keep], self.done[keep]
+        self.lengths, self.history = self.lengths[keep], self.history[keep]
+
+    def best(self, n_best: int, alpha: float) -> Captions:
+        """The ``n_best`` captions per image, ranked by length-normalized score."""
+        ranked = self.final_scores / length_penalty(self.final_lengths, alpha)  # (B, K)
+        best = ranked.topk(n_best, dim=-1).indices  # (B, n_best)
+        history = self.final_history[..., : self.t]
+        out = history.gather(1, best[..., None].expand(-1, -1, self.t))
+        return Captions(out, ranked.gather(1, best))

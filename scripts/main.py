@@ -2,8 +2,9 @@
 
 Usage: ``python scripts/main.py [--config configs/shapes.yaml] [--out runs/main] [--beam-size 3] [--key=value …]``
 (other ``--key=value`` arguments go to ``captioning fit``).
-Writes ``OUT/captions_test.json`` (COCO results format), ``OUT/metrics_test.json`` and the checkpoints
-under ``OUT/``.
+Writes ``OUT/captions_test.json`` (COCO results format), ``OUT/metrics_test.json`` (``captioning evaluate``'s
+METRICS.json: BLEU-1..4, METEOR, ROUGE-L, CIDEr, CHAIRs, CHAIRi, per image), the HTML gallery
+``OUT/gallery/index.html``, the hallucination report ``OUT/hallucination/`` and the checkpoints under ``OUT/``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from captioning.checkpoint import load_captioner  # noqa: E402
 from captioning.cli import cli_main  # noqa: E402
 from captioning.inference import caption_files  # noqa: E402
+from captioning.evaluation.evaluate import evaluate  # noqa: E402
+from captioning.evaluation.toolkit import BACKENDS  # noqa: E402
 from captioning.io import write_json_atomic  # noqa: E402
-from captioning.metrics import compute_caption_metrics  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -31,6 +33,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--out", default="runs/main", help="output folder (checkpoints, captions, metrics)")
     parser.add_argument("--beam-size", type=int, default=3, help="beam size for captioning the test split")
     parser.add_argument("--examples", type=int, default=8, help="example captions to print")
+    parser.add_argument("--metrics-backend", choices=BACKENDS, default="auto",
+                        help="caption metrics: pycocoevalcap (Java), python (Java-free), auto (default)")
     return parser.parse_known_args(argv)
 
 
@@ -49,18 +53,19 @@ def main(argv: list[str] | None = None) -> dict:
     results = [{"image_id": img.image_id, "caption": cap} for img, (cap, _) in zip(images, captions)]
     out = Path(args.out)
     write_json_atomic(out / "captions_test.json", results)
-    metrics = compute_caption_metrics({img.image_id: img.captions for img in images},
-                                      {r["image_id"]: r["caption"] for r in results})
-    write_json_atomic(out / "metrics_test.json", {"checkpoint": str(ckpt), "beam_size": args.beam_size, **metrics})
     print(f"\nTest split: {len(images)} images, beam size {args.beam_size}, checkpoint {ckpt}")
-    print("\n".join(f"  {name:8s} {value:.4f}" for name, value in metrics.items()))
+    annotations, instances, image_dir = cli.datamodule.split_files("test")
+    metrics = evaluate(out / "captions_test.json", annotations, instances, cli.datamodule.synonyms,
+                       backend=args.metrics_backend, gallery=out / "gallery", images=image_dir,
+                       report=out / "hallucination" if instances and cli.datamodule.synonyms else None)
+    write_json_atomic(out / "metrics_test.json", {"checkpoint": str(ckpt), "beam_size": args.beam_size, **metrics})
     print("\nExamples (generated | first reference):")
     for img, r in list(zip(images, results))[: args.examples]:
         print(f"  {r['caption']!r:60} | {img.captions[0]!r}")
     end = time.perf_counter()
     print(f"\nData + training {trained - start:.0f} s, captioning + evaluation {end - trained:.0f} s, "
           f"total {end - start:.0f} s")
-    print(f"Wrote {out / 'captions_test.json'} and {out / 'metrics_test.json'}")
+    print(f"Wrote {out / 'captions_test.json'}, {out / 'metrics_test.json'} and {out / 'gallery' / 'index.html'}")
     return metrics
 
 

@@ -30,7 +30,7 @@ def test_fit_from_config_logs_metrics_and_saves_checkpoints_and_config(fitted) -
     cli, out = fitted
     assert cli.trainer.current_epoch == 2
     logged = cli.trainer.logged_metrics
-    for key in ("val/Bleu_4", "val/CIDEr", "train/loss"):
+    for key in ("val/Bleu_4", "val/CIDEr", "val/CHAIRs", "val/CHAIRi", "train/loss"):
         assert key in logged and torch.isfinite(logged[key])
     ckpt = Path(last_checkpoint(cli.trainer))
     assert ckpt.is_file() and ckpt.name == "last.ckpt"
@@ -64,7 +64,8 @@ def test_validate_and_test_subcommands_run_from_a_checkpoint(fitted, tiny_shapes
         run = cli_main([sub, "--config", str(REPO / "configs/shapes.yaml"), *shapes_overrides(tiny_shapes),
                         f"--trainer.default_root_dir={out}", f"--ckpt_path={ckpt}",
                         "--trainer.enable_progress_bar=false"])
-        assert f"{'val' if sub == 'validate' else 'test'}/Bleu_4" in run.trainer.logged_metrics
+        for key in ("Bleu_4", "CHAIRs", "CHAIRi"):
+            assert f"{'val' if sub == 'validate' else 'test'}/{key}" in run.trainer.logged_metrics
 
 
 def test_predict_subcommand_writes_one_caption_per_image(fitted, tiny_shapes: Path) -> None:

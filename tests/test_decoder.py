@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from captioning.models.cells import CELLS
+from captioning.models.cells import CELLS, injected_input_term, lstm_layer
 from captioning.models.decoder import INJECTIONS, RNNDecoder
 
 V, D = 12, 8
@@ -65,3 +65,30 @@ def test_unknown_cell_and_injection_are_rejected() -> None:
         RNNDecoder(V, D, cell="lstmm")
     with pytest.raises(ValueError, match="unknown injection 'sometimes'"):
         RNNDecoder(V, D, injection="sometimes")
+
+
+def test_precomputed_image_term_equals_the_fused_module_on_concatenated_inputs() -> None:
+    dec = RNNDecoder(V, D, embed_dim=6, hidden_dim=10, cell="lstm", num_layers=2, dropout=0.3).eval()
+    v, tokens = _tiny_batch()
+    v.requires_grad_(True)
+    results = []
+    for precompute in (True, False):
+        dec.precompute_image_term = precompute
+        logits = dec(v, tokens)  # (B, T, V)
+        grads = torch.autograd.grad((logits * torch.linspace(-1, 1, V)).sum(), [v, *dec.parameters()])
+        results.append((logits, grads))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_custom_recurrence_and_input_term_gradients() -> None:
+    double = dict(dtype=torch.float64, requires_grad=True)
+    pre, w_hh = torch.randn(4, 2, 8, **double), torch.randn(8, 2, **double)  # (T, B, 4H), (4H, H)
+    h0, c0 = torch.randn(2, 2, **double), torch.randn(2, 2, **double)
+    assert torch.autograd.gradcheck(lstm_layer, (pre, w_hh, h0, c0))
+    x, v = torch.randn(3, 2, 4, **double), torch.randn(2, 5, **double)  # (T, B, E), (B, D)
+    w, b = torch.randn(8, 9, **double), torch.randn(8, **double)
+    assert torch.autograd.gradcheck(injected_input_term, (x, v, w, b))
+    concat = torch.cat([x, v[None].expand(3, -1, -1)], dim=-1)  # (T, B, E + D)
+    torch.testing.assert_close(injected_input_term(x, v, w, b), F.linear(concat, w, b))

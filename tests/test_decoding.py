@@ -111,3 +111,29 @@ def test_n_best_is_sorted_and_validated(decoder: RNNDecoder) -> None:
     assert (out.scores[:, :-1] >= out.scores[:, 1:]).all()
     with pytest.raises(ValueError, match="n_best"):
         beam_search(decoder, torch.randn(1, D), beam_size=2, n_best=3)
+
+
+class CountingDecoder(ScriptedDecoder):
+    """A scripted decoder that records how many rows every step computes."""
+
+    def __init__(self, scripts: list[list[int]]) -> None:
+        super().__init__(scripts)
+        self.rows: list[int] = []
+
+    def step(self, tokens, state):
+        self.rows.append(tokens.size(0))
+        return super().step(tokens, state)
+
+
+@pytest.mark.parametrize("decode", ["greedy", "beam"])
+def test_finished_captions_stop_costing_compute(decode: str) -> None:
+    scripts = [[5], [6, 7, 8], [], [9, 9, 9, 9, 9]]
+    dec, v = CountingDecoder(scripts), torch.zeros(4, 1)
+    if decode == "greedy":
+        tokens = greedy(dec, v, max_len=10).tokens
+        assert dec.rows == [4, 3, 2, 2, 1, 1]  # each caption leaves the batch after its <END>
+    else:
+        tokens = beam_search(dec, v, beam_size=3, max_len=10).tokens[:, 0]
+        assert dec.rows == sorted(dec.rows, reverse=True) and dec.rows[0] == 12 and dec.rows[-1] <= 3
+    for row, script in zip(tokens.tolist(), scripts):
+        assert row[: len(script) + 1] == script + [END]

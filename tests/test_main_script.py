@@ -17,12 +17,15 @@ def test_main_job_trains_captions_and_evaluates(tiny_shapes: Path, tmp_path: Pat
     spec.loader.exec_module(main_job)
     out = tmp_path / "run"
     metrics = main_job.main(["--config", str(REPO / "configs/shapes.yaml"), "--out", str(out), "--examples", "2",
-                             *shapes_overrides(tiny_shapes), "--trainer.max_epochs=1",
+                             "--metrics-backend", "python", *shapes_overrides(tiny_shapes), "--trainer.max_epochs=1",
                              "--trainer.enable_progress_bar=false"])
     results = json.loads((out / "captions_test.json").read_text())
     assert sorted(r["image_id"] for r in results) == list(range(2_000_001, 2_000_007))  # every test image
     written = json.loads((out / "metrics_test.json").read_text())
     assert {"Bleu_1", "Bleu_4", "ROUGE_L", "CIDEr"} <= set(written) and written["beam_size"] == 3
-    assert written["Bleu_4"] == metrics["Bleu_4"]
+    assert written["Bleu_4"] == metrics["Bleu_4"] and 0.0 <= written["CHAIRs"] <= 1.0
+    assert written["chair_mode"] == "reference" and len(written["per_image"]) == 6
+    assert (out / "gallery/index.html").is_file() and (out / "hallucination/report.md").is_file()
     printed = capsys.readouterr().out
-    assert "Test split: 6 images" in printed and "Bleu_4" in printed and "Examples" in printed
+    assert "Test split: 6 images" in printed and "Examples" in printed
+    assert all(name in printed for name in ("Bleu_4", "ROUGE_L", "CIDEr", "CHAIRs", "CHAIRi"))

@@ -7,6 +7,7 @@ with the file (and field) it comes from.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +73,21 @@ def read_caption_file(annotation_file: str | Path, image_dir: str | Path) -> lis
     return [CaptionedImage(i, image_dir / files[i], tuple(captions[i])) for i in sorted(captions)]
 
 
+def read_instance_categories(path: str | Path) -> dict[int, list[str]]:
+    """Image id -> object category names of an official ``instances_*.json`` file (for CHAIR)."""
+    from captioning.metrics.chair import instance_categories
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    try:
+        return instance_categories(data)
+    except (ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path}: {err}") from err
+
+
 def load_image(path: str | Path, image_size: int) -> Tensor:
     """Reads an image as RGB, resized to ``image_size``², scaled to [0, 1], (3, S, S).
 
@@ -100,12 +116,14 @@ class CaptionDataset(Dataset):
         image_size: Side length images are resized to.
         with_tokens: Encode the captions (training).
         max_words: Encoded captions are cut to this many words (``<END>`` is kept).
+        categories: Image id -> object category names (for CHAIR); items then carry ``categories``.
     """
 
     def __init__(self, images: list[CaptionedImage], vocab: Vocabulary, image_size: int,
-                 with_tokens: bool, max_words: int = 20) -> None:
+                 with_tokens: bool, max_words: int = 20,
+                 categories: Mapping[int, Sequence[str]] | None = None) -> None:
         self.images, self.vocab, self.image_size = images, vocab, image_size
-        self.with_tokens, self.max_words = with_tokens, max_words
+        self.with_tokens, self.max_words, self.categories = with_tokens, max_words, categories
 
     def __len__(self) -> int:
         return len(self.images)
@@ -120,17 +138,22 @@ class CaptionDataset(Dataset):
         img = self.images[idx]
         item = {"image": load_image(img.path, self.image_size), "image_id": img.image_id,
                 "references": list(img.captions)}
+        if self.categories is not None:
+            item["categories"] = list(self.categories.get(img.image_id, ()))
         if self.with_tokens:
             item["tokens"] = [self._encode(c) for c in img.captions]
         return item
 
 
 def collate(items: list[dict]) -> dict:
-    """Stacks images and keeps ids and references as lists; training captions of all images are padded
-    with ``<PAD>`` into one (N, T) tensor, with ``owner`` (N,) giving each caption's image in the batch."""
+    """Stacks images and keeps ids, references and (when present) object categories as lists; training
+    captions of all images are padded with ``<PAD>`` into one (N, T) tensor, with ``owner`` (N,) giving
+    each caption's image in the batch."""
     batch = {"image": torch.stack([it["image"] for it in items]),  # (B, 3, S, S)
              "image_id": torch.tensor([it["image_id"] for it in items]),
              "references": [it["references"] for it in items]}
+    if "categories" in items[0]:
+        batch["categories"] = [it["categories"] for it in items]
     if "tokens" in items[0]:
         captions = [t for it in items for t in it["tokens"]]
         batch["tokens"] = torch.nn.utils.rnn.pad_sequence(

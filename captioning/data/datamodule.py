@@ -8,7 +8,13 @@ from pathlib import Path
 import pytorch_lightning as L
 from torch.utils.data import DataLoader
 
-from captioning.data.coco import CaptionDataset, CaptionedImage, collate, read_caption_file
+from captioning.data.coco import (
+    CaptionDataset,
+    CaptionedImage,
+    collate,
+    read_caption_file,
+    read_instance_categories,
+)
 from captioning.vocab import Vocabulary
 
 
@@ -30,13 +36,19 @@ class CaptionDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes.
         min_word_count: Training-caption words seen fewer times become ``<UNK>``.
         max_words: Training captions are cut to this many words.
+        instances_pattern: Instance file of a split, relative to ``root``; where it exists, validation/test
+            batches carry each image's object category names (``batch["categories"]``) for CHAIR.
+        synonyms: CHAIR synonym table (linked into the model; ``None``: no CHAIR). For COCO, the reference
+            table (LisaAnne/Hallucination ``data/synonyms.txt``).
     """
 
     def __init__(self, root: str = "data/coco", train_split: str = "train2017", val_split: str = "val2017",
                  test_split: str = "val2017", predict_split: str | None = None,
                  captions_pattern: str = "annotations/captions_{split}.json", images_pattern: str = "{split}",
                  image_size: int = 224, batch_size: int = 64, eval_batch_size: int = 128, num_workers: int = 2,
-                 min_word_count: int = 5, max_words: int = 20) -> None:
+                 min_word_count: int = 5, max_words: int = 20,
+                 instances_pattern: str | None = "annotations/instances_{split}.json",
+                 synonyms: str | None = None) -> None:
         super().__init__()
         self.root = Path(root)
         self.splits = {"train": train_split, "val": val_split, "test": test_split,
@@ -44,7 +56,9 @@ class CaptionDataModule(L.LightningDataModule):
         self.captions_pattern, self.images_pattern = captions_pattern, images_pattern
         self.image_size, self.batch_size, self.eval_batch_size = image_size, batch_size, eval_batch_size
         self.num_workers, self.min_word_count, self.max_words = num_workers, min_word_count, max_words
+        self.instances_pattern, self.synonyms = instances_pattern, synonyms
         self._images: dict[str, list[CaptionedImage]] = {}
+        self._categories: dict[str, dict[int, list[str]] | None] = {}
 
     def ensure_data(self) -> None:
         """Makes sure the files exist (subclasses may generate them); real datasets are never downloaded."""
@@ -52,14 +66,30 @@ class CaptionDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         self.ensure_data()
 
+    def split_files(self, stage: str) -> tuple[Path, Path | None, Path]:
+        """The captions file, instances file (``None`` where absent) and image folder used for ``stage``."""
+        self.ensure_data()
+        split = self.splits[stage]
+        instances = None if self.instances_pattern is None else self.root / self.instances_pattern.format(split=split)
+        return (self.root / self.captions_pattern.format(split=split),
+                instances if instances is not None and instances.is_file() else None,
+                self.root / self.images_pattern.format(split=split))
+
     def images(self, stage: str) -> list[CaptionedImage]:
         """The captioned images of the split used for ``stage`` (train/val/test/predict), read once."""
         split = self.splits[stage]
         if split not in self._images:
-            self.ensure_data()
-            self._images[split] = read_caption_file(self.root / self.captions_pattern.format(split=split),
-                                                    self.root / self.images_pattern.format(split=split))
+            captions, _, image_dir = self.split_files(stage)
+            self._images[split] = read_caption_file(captions, image_dir)
         return self._images[split]
+
+    def categories(self, stage: str) -> dict[int, list[str]] | None:
+        """Image id -> object category names from the split's instance file, or ``None`` without one."""
+        split = self.splits[stage]
+        if split not in self._categories:
+            _, instances, _ = self.split_files(stage)
+            self._categories[split] = None if instances is None else read_instance_categories(instances)
+        return self._categories[split]
 
     @cached_property
     def vocab(self) -> Vocabulary:
@@ -74,7 +104,7 @@ class CaptionDataModule(L.LightningDataModule):
     def _loader(self, stage: str) -> DataLoader:
         train = stage == "train"
         dataset = CaptionDataset(self.images(stage), self.vocab, self.image_size, with_tokens=train,
-                                 max_words=self.max_words)
+                                 max_words=self.max_words, categories=None if train else self.categories(stage))
         return DataLoader(dataset, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
                           num_workers=self.num_workers, collate_fn=collate, drop_last=False,
                           persistent_workers=self.num_workers > 0, pin_memory=False)
@@ -93,7 +123,8 @@ class CaptionDataModule(L.LightningDataModule):
 
 
 class ShapesDataModule(CaptionDataModule):
-    """The built-in shapes scenes, generated (deterministically, once) into ``root`` on first use.
+    """The built-in shapes scenes, generated (deterministically, once) into ``root`` on first use; CHAIR uses
+    the shapes synonym table (:data:`captioning.data.shapes.SYNONYMS`).
 
     Args:
         root: Where the generated dataset is cached.
@@ -123,6 +154,9 @@ class ShapesDataModule(CaptionDataModule):
                                    image_size=image_size, max_objects=max_objects, seed=seed,
                                    cooccur_pairs=tuple(map(tuple, cooccur_pairs or ())),
                                    cooccur_rate=cooccur_rate, cooccur_rate_test=cooccur_rate_test)
+        from captioning.data.shapes import SYNONYMS
+
+        self.synonyms = str(SYNONYMS)  # shapes' own CHAIR table (shape words)
 
     def ensure_data(self) -> None:
         from captioning.data.shapes import generate_shapes

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from captioning.checkpoint import KEY, captioner_meta
 from captioning.metrics import compute_caption_metrics
+from captioning.metrics.chair import Chair
 from captioning.models.captioner import Captioner
 from captioning.vocab import Vocabulary
 
@@ -49,12 +50,15 @@ class CaptioningModule(L.LightningModule):
         beam_size: 1 decodes greedily; larger runs batched beam search.
         length_penalty: Length-penalty exponent for beam search.
         num_examples: Decoded captions printed after each validation.
+        synonyms: CHAIR synonym table, linked from the data module; with it (and instance annotations in the
+            batches) validation/test also log CHAIRs and CHAIRi. ``None``: no CHAIR.
+        chair_mode: ``reference`` (the published CHAIR numbers) or ``fixed`` (its quirks fixed).
     """
 
     def __init__(self, encoder: nn.Module, decoder: DecoderFactory, vocab: Vocabulary | None = None,
                  optimizer: OptimizerCallable = torch.optim.Adam, lr_scheduler: LRSchedulerCallable | None = None,
                  image_size: int = 224, max_len: int = 20, beam_size: int = 1, length_penalty: float = 0.0,
-                 num_examples: int = 3) -> None:
+                 num_examples: int = 3, synonyms: str | None = None, chair_mode: str = "reference") -> None:
         super().__init__()
         if vocab is None:
             raise ValueError("CaptioningModule needs the vocabulary (linked from the data module's 'vocab')")
@@ -63,6 +67,8 @@ class CaptioningModule(L.LightningModule):
         self.captioner = Captioner(encoder, decoder(len(vocab), encoder.out_dim))
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self._outputs: list[dict] = []
+        self._chair = Chair.from_file(synonyms, mode=chair_mode) if synonyms else None
+        self._chair_truth: dict[int, set[str]] = {}  # image id -> CHAIR ground-truth categories
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         tokens = batch["tokens"]  # (N, T): <START> w_1 … w_n <END> <PAD> …, N captions of B images
@@ -82,8 +88,10 @@ class CaptioningModule(L.LightningModule):
 
     def _evaluate_step(self, batch: dict) -> None:
         captions, _ = self.decode(batch["image"])
-        for image_id, caption, refs in zip(batch["image_id"].tolist(), captions, batch["references"]):
-            self._outputs.append({"image_id": image_id, "caption": caption, "references": refs})
+        categories = batch.get("categories", [None] * len(captions))
+        for image_id, caption, refs, cats in zip(batch["image_id"].tolist(), captions, batch["references"],
+                                                 categories):
+            self._outputs.append({"image_id": image_id, "caption": caption, "references": refs, "categories": cats})
 
     def _evaluate_epoch_end(self, prefix: str) -> None:
         unique = gather_by_image(self._outputs, self.trainer.world_size)
@@ -92,11 +100,22 @@ class CaptioningModule(L.LightningModule):
             return
         metrics = compute_caption_metrics({i: o["references"] for i, o in unique.items()},
                                           {i: o["caption"] for i, o in unique.items()})
+        metrics.update(self._chair_metrics(unique))
         # Every rank computed the same numbers on the union of all ranks' captions: no averaging needed.
         self.log_dict({f"{prefix}/{k}": float(v) for k, v in metrics.items()}, rank_zero_only=False)
         examples = list(unique.values())[: self.hparams.num_examples]
         rank_zero_info("\n".join(f"  [{o['image_id']}] {o['caption']!r}  (ref: {o['references'][0]!r})"
                                  for o in examples))
+
+    def _chair_metrics(self, rows: dict[int, dict]) -> dict[str, float]:
+        """CHAIRs/CHAIRi of the decoded captions; empty without a synonym table or instance annotations."""
+        if self._chair is None or any(row["categories"] is None for row in rows.values()):
+            return {}
+        for i, row in rows.items():  # references do not change: each image's ground truth is computed once
+            if i not in self._chair_truth:
+                self._chair_truth[i] = self._chair.ground_truth(row["categories"], row["references"])
+        result = self._chair.evaluate({i: row["caption"] for i, row in rows.items()}, self._chair_truth)
+        return {"CHAIRs": result.chair_s, "CHAIRi": result.chair_i}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate_step(batch)

@@ -1,0 +1,76 @@
+"""The benchmark report as text: a summary for the terminal and the README's markdown table."""
+
+from __future__ import annotations
+
+
+def _fmt(rate: dict) -> str:
+    return f"{rate['median']:,.1f} [{rate['min']:,.1f}–{rate['max']:,.1f}]"
+
+
+def summary(report: dict) -> str:
+    """The headline figures as text lines (median [slowest–fastest repeat])."""
+    m = report["machine"]
+    lines = [f"workload {report['workload']} on {m['cpu']} ({m['threads']} threads), {m['device']}, "
+             f"torch {m['torch']}, {report['clock']} clock",
+             f"sustained matmul rate: {report['matmul']['flops_per_s'] / 1e9:,.1f} GFLOP/s"]
+    if "train" in report:
+        t = report["train"]
+        lines.append(f"train_tokens_per_s: {_fmt(t['train_tokens_per_s'])}; "
+                     f"{t['fraction_of_matmul_rate']:.1%} of the matmul rate "
+                     f"({t['fraction_of_interleaved_matmul_rate']:.1%} of GEMMs timed interleaved)")
+        lines += [f"  {name}: {_fmt(r['tokens_per_s'])} tokens/s (ours is {r['ours_speedup']:.2f}x)"
+                  for name, r in t["variants"].items()]
+    if "decode" in report:
+        d = report["decode"]
+        lines += [f"{name}: {_fmt(r['captions_per_s'])} captions/s" for name, r in d["variants"].items()]
+        lines.append("speedup over baseline: " + ", ".join(f"{k} {v:.1f}x" for k, v in d["speedup_over_baseline"].items()))
+        lines.append(f"same captions as baseline: {d['same_captions_as_baseline']}")
+    if "memory" in report:
+        r = report["memory"]
+        lines.append(r.get("skipped") or f"peak memory, {r['sequence_length']} tokens × {r['batch']}: full BPTT "
+                     f"{r['full_bptt_bytes'] / 2**20:,.0f} MiB, truncated (window {r['window']}) "
+                     f"{r['truncated_bptt_bytes'] / 2**20:,.0f} MiB")
+    if "end_to_end" in report:
+        r = report["end_to_end"]
+        lines.append(f"end-to-end: skipped: {r['skipped']}" if "skipped" in r else
+                     f"captioning caption: {_fmt(r['caption_images_per_s'])} images/s; encoder alone: "
+                     f"{_fmt(r['encoder_images_per_s'])} images/s ({r['images']} photos, beam {r['beam_size']})")
+    return "\n".join(lines)
+
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def markdown(report: dict) -> str:
+    """The README's performance table (median [slowest–fastest repeat]) for one benchmark run."""
+    m, rows = report["machine"], []
+    rows.append(("sustained fp32 matmul rate (best workload GEMM shape)",
+                 f"{report['matmul']['flops_per_s'] / 1e9:,.1f} GFLOP/s"))
+    if "train" in report:
+        t = report["train"]
+        rows.append(("**train_tokens_per_s** (forward + backward + Adam)", _fmt(t["train_tokens_per_s"])))
+        rows.append(("training GEMM rate / fraction of the matmul rate",
+                     f"{t['variants']['ours']['gemm_flops_per_s'] / 1e9:,.1f} GFLOP/s / "
+                     f"**{t['fraction_of_matmul_rate']:.1%}** ({t['fraction_of_interleaved_matmul_rate']:.1%} of "
+                     f"reference GEMMs timed interleaved with the steps)"))
+        rows += [(f"lever off: {name}", f"{_fmt(r['tokens_per_s'])} (ours {r['ours_speedup']:.2f}x faster)")
+                 for name, r in t["variants"].items() if name != "ours"]
+    if "decode" in report:
+        d = report["decode"]
+        rows += [(f"{name} captions/s", _fmt(r["captions_per_s"])) for name, r in d["variants"].items()]
+        rows += [(f"**{name} speedup over the baseline**", f"**{x:.1f}x**")
+                 for name, x in d["speedup_over_baseline"].items()]
+    if "memory" in report and "skipped" not in report["memory"]:
+        r = report["memory"]
+        rows.append((f"peak memory, {r['batch']} × {r['sequence_length']} tokens: full / truncated BPTT "
+                     f"(window {r['window']})", f"{_mib(r['full_bptt_bytes'])} / {_mib(r['truncated_bptt_bytes'])}"))
+    if "end_to_end" in report and "skipped" not in report["end_to_end"]:
+        r = report["end_to_end"]
+        rows.append((f"`captioning caption` images/s (lite0, beam {r['beam_size']}, batch {r['batch_size']})",
+                     _fmt(r["caption_images_per_s"])))
+        rows.append(("encoder alone images/s", _fmt(r["encoder_images_per_s"])))
+    head = (f"Workload `{report['workload']}` on {m['cpu']}, {m['threads']} thread(s), {m['device']}"
+            f"{', ' + m['gpu'] if 'gpu' in m else ''}, torch {m['torch']}, {report['clock']} clock.\n\n")
+    return head + "| figure | value |\n| --- | --- |\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)

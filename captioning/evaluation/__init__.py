@@ -1,0 +1,1 @@
+"""Evaluation of generated captions: COCO caption metrics, CHAIR, hallucination reports and HTML galleries."""

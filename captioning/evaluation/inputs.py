@@ -1,0 +1,158 @@
+"""Reading and checking the inputs of ``captioning evaluate`` / ``captioning gallery``.
+
+Every problem is a :class:`InputError` (a ``ValueError``) whose message names the file, the entry and the
+problem, raised before any output is written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from captioning.data.coco import read_caption_file
+
+
+class InputError(ValueError):
+    """A malformed or inconsistent input file."""
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One generated caption: its image, text and, from batch-captioning output, file name and score."""
+
+    image_id: int
+    caption: str
+    file_name: str | None = None
+    score: float | None = None
+
+
+def _load_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not valid JSON ({err})") from err
+
+
+def _check_row(path: Path, where: str, row: Any, extra: bool) -> ResultRow:
+    if not isinstance(row, dict):
+        raise InputError(f"{path}: {where} must be an object with 'image_id' and 'caption', got "
+                         f"{type(row).__name__}")
+    for key in ("image_id", "caption"):
+        if key not in row:
+            raise InputError(f"{path}: {where} has no {key!r} key")
+    image_id, caption = row["image_id"], row["caption"]
+    if isinstance(image_id, bool) or not isinstance(image_id, int):
+        raise InputError(f"{path}: {where} 'image_id' must be an integer, got {image_id!r}")
+    if not isinstance(caption, str):
+        raise InputError(f"{path}: {where} (image_id {image_id}) 'caption' must be a string, got "
+                         f"{type(caption).__name__}")
+    file_name, score = (row.get("file_name"), row.get("score")) if extra else (None, None)
+    if file_name is not None and not isinstance(file_name, str):
+        raise InputError(f"{path}: {where} (image_id {image_id}) 'file_name' must be a string")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+        raise InputError(f"{path}: {where} (image_id {image_id}) 'score' must be a number")
+    return ResultRow(image_id, caption, file_name, None if score is None else float(score))
+
+
+def _unique(path: Path, rows: list[ResultRow]) -> list[ResultRow]:
+    seen: dict[int, int] = {}
+    for index, row in enumerate(rows):
+        if row.image_id in seen:
+            raise InputError(f"{path}: image_id {row.image_id} appears more than once (entries {seen[row.image_id]} "
+                             f"and {index}); the COCO results format has one caption per image")
+        seen[row.image_id] = index
+    if not rows:
+        raise InputError(f"{path}: no captions (the list is empty)")
+    return rows
+
+
+def read_results(path: str | Path) -> list[ResultRow]:
+    """Reads a COCO results file: a JSON list of ``{"image_id": int, "caption": str}``, one per image.
+
+    Extra keys (``score`` …) are allowed and ignored.
+    """
+    path = Path(path)
+    data = _load_json(path, "results")
+    if not isinstance(data, list):
+        raise InputError(f"{path}: a COCO results file must be a JSON list of {{'image_id', 'caption'}} objects, "
+                         f"got a JSON {type(data).__name__}")
+    return _unique(path, [_check_row(path, f"entry {i}", row, extra=False) for i, row in enumerate(data)])
+
+
+def read_caption_rows(path: str | Path) -> list[ResultRow]:
+    """Reads captions for a gallery: a COCO results list, or JSON Lines of ``{"image_id", "caption",
+    "file_name", "score"}`` (batch-captioning output; ``file_name`` and ``score`` optional)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"captions file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 text ({err})") from err
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        data = _load_json(path, "captions")
+        return _unique(path, [_check_row(path, f"entry {i}", row, extra=True) for i, row in enumerate(data)])
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}: line {number} is not valid JSON ({err})") from err
+        rows.append(_check_row(path, f"line {number}", row, extra=True))
+    return _unique(path, rows)
+
+
+@dataclass(frozen=True)
+class Annotations:
+    """Reference captions and file names of a COCO ``captions_*.json`` file."""
+
+    path: Path
+    references: dict[int, tuple[str, ...]]
+    file_names: dict[int, str]
+
+
+def read_annotations(path: str | Path) -> Annotations:
+    """Reads an official COCO captions file (checked field by field)."""
+    path = Path(path)
+    images = read_caption_file(path, Path("."))
+    return Annotations(path, {img.image_id: img.captions for img in images},
+                       {img.image_id: str(img.path) for img in images})
+
+
+def check_known_ids(results: list[ResultRow], annotations: Annotations, results_path: str | Path) -> None:
+    """Every result must name an image that has reference captions."""
+    unknown = [row.image_id for row in results if row.image_id not in annotations.references]
+    if unknown:
+        shown = ", ".join(map(str, unknown[:5])) + (" …" if len(unknown) > 5 else "")
+        raise InputError(f"{results_path}: {len(unknown)} image_id(s) have no reference captions in "
+                         f"{annotations.path}: {shown}")
+
+
+def read_instances(path: str | Path) -> dict:
+    """Reads an official COCO ``instances_*.json`` file and checks the fields CHAIR uses."""
+    path = Path(path)
+    data = _load_json(path, "instances")
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object with 'categories' and 'annotations'")
+    for key in ("categories", "annotations"):
+        if not isinstance(data.get(key), list):
+            raise InputError(f"{path}: the file has no {key!r} list")
+    names = {}
+    for i, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or not isinstance(cat.get("name"), str):
+            raise InputError(f"{path}: categories[{i}] needs an integer 'id' and a string 'name'")
+        names[cat["id"]] = cat["name"]
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict) or not isinstance(ann.get("image_id"), int):
+            raise InputError(f"{path}: annotations[{i}] needs an integer 'image_id'")
+        if ann.get("category_id") not in names:
+            raise InputError(f"{path}: annotations[{i}] has category_id {ann.get('category_id')!r}, "
+                             f"which is not in 'categories'")
+    return data

@@ -1,0 +1,47 @@
+"""`captioning benchmark` runs on a tiny workload; its FLOP count is the GEMM work PyTorch actually does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from captioning.benchmark.cli import main
+from captioning.benchmark.workload import WORKLOADS, Workload, build_decoder, train_step_flops, training_batch
+from conftest import SHARED
+
+
+def test_benchmark_runs_on_the_tiny_workload(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    skip = [] if SHARED.is_dir() else ["--skip", "end-to-end"]  # end to end needs ../shared/coco-mini photos
+    main(["--workload", "tiny", "--device", "cpu", "--repeats", "1", "--warmup", "0", "--json", str(out),
+          "--e2e-images", "2", "--e2e-batch-size", "2", "--markdown", *skip])
+    report = json.loads(out.read_text())
+    w = WORKLOADS["tiny"]
+    assert report["matmul"]["flops_per_s"] > 0
+    train = report["train"]
+    assert train["flops_per_step"] == train_step_flops(w) and train["fraction_of_matmul_rate"] > 0
+    assert train["fraction_of_interleaved_matmul_rate"] > 0
+    assert {"ours", "concat [x; v] fused nn.LSTM", "foreach Adam"} <= set(train["variants"])
+    decode = report["decode"]
+    # The baseline copies the decoder's weights: both must decode exactly the same captions.
+    assert decode["same_captions_as_baseline"] == {"greedy": True, f"beam{w.beam_size}": True}
+    assert decode["greedy_captions_per_s"]["median"] > 0 and set(decode["speedup_over_baseline"]) == {
+        "greedy", f"beam{w.beam_size}"}
+    memory = report["memory"]
+    assert memory["full_bptt_bytes"] > 0 and memory["truncated_bptt_bytes"] > 0
+    if SHARED.is_dir():
+        assert report["end_to_end"]["images"] == 2 and report["end_to_end"]["caption_images_per_s"]["median"] > 0
+
+
+def test_flop_count_equals_the_gemms_pytorch_runs() -> None:
+    w = Workload(vocab_size=40, embed_dim=6, hidden_dim=5, feature_dim=7, batch_size=3, words=4)
+    dec = build_decoder(w, torch.device("cpu"))
+    v, tokens = training_batch(w, torch.device("cpu"))
+    with FlopCounterMode(display=False) as counter:
+        logits = dec(v, tokens[:, :-1])  # (B, T, V)
+        F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
+    assert counter.get_total_flops() == train_step_flops(w)
