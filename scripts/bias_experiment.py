@@ -27,11 +27,9 @@ sys.path.insert(0, str(REPO))
 
 from captioning.checkpoint import load_captioner  # noqa: E402
 from captioning.cli import cli_main  # noqa: E402
-from captioning.data.coco import read_caption_file  # noqa: E402
 from captioning.data.shapes import _PLURAL, _SHAPE_SYNONYM, COLOURS  # noqa: E402
 from captioning.inference import caption_files  # noqa: E402
 from captioning.io import write_json_atomic  # noqa: E402
-from captioning.metrics import compute_caption_metrics  # noqa: E402
 
 SHAPE_WORDS = {**{s: s for s in _PLURAL}, **{p: s for s, p in _PLURAL.items()},
                **{w: s for s, w in _SHAPE_SYNONYM.items()}, **{w + "s": s for s, w in _SHAPE_SYNONYM.items()},
@@ -114,25 +112,21 @@ def partner_hallucination(captions: dict[int, str], objects: dict[int, set[tuple
 
 
 def evaluate_arm(captions_path: Path, data_root: Path, pairs: list[list[str]]) -> dict:
-    """BLEU-4, CHAIRs/CHAIRi and the partner-hallucination rate of one arm's test captions."""
+    """BLEU-4, CIDEr, CHAIRs/CHAIRi (``captioning evaluate``) and the partner-hallucination rate of one arm."""
     from captioning.data.shapes import SYNONYMS
-    from captioning.metrics.chair import Chair, instance_categories
+    from captioning.evaluation.evaluate import evaluate
 
-    captions = {r["image_id"]: r["caption"] for r in json.loads(captions_path.read_text())}
-    references = {img.image_id: img.captions for img in
-                  read_caption_file(data_root / "annotations/captions_test.json", data_root / "test")}
-    instances = json.loads((data_root / "annotations/instances_test.json").read_text())
+    annotations = data_root / "annotations"
+    metrics = evaluate(captions_path, annotations / "captions_test.json", annotations / "instances_test.json",
+                       SYNONYMS, backend="python", log=lambda _: None)
+    captions = {row["image_id"]: row["caption"] for row in metrics["per_image"]}
+    instances = json.loads((annotations / "instances_test.json").read_text())
     objects: dict[int, set[tuple[str, str]]] = {i: set() for i in captions}
     for ann in instances["annotations"]:
         objects[ann["image_id"]].add((ann["color"], instances["categories"][ann["category_id"] - 1]["name"]))
-    chair = Chair.from_file(SYNONYMS, "reference")
-    cats = instance_categories(instances)
-    truth = {i: chair.ground_truth(cats.get(i, set()), references[i]) for i in captions}
-    result = chair.evaluate(captions, truth)
-    bleu = compute_caption_metrics(references, captions)
-    return {"Bleu_4": bleu["Bleu_4"], "CIDEr": bleu["CIDEr"], "CHAIRs": result.chair_s, "CHAIRi": result.chair_i,
-            "hallucinated_by_category": dict(sorted(Counter(
-                m.category for r in result.per_image.values() for m in r.hallucinated).items())),
+    hallucinated = Counter(m["category"] for row in metrics["per_image"] for m in row["hallucinated"])
+    return {**{k: metrics[k] for k in ("Bleu_4", "CIDEr", "CHAIRs", "CHAIRi")},
+            "hallucinated_by_category": dict(sorted(hallucinated.items())),
             "partner": partner_hallucination(captions, objects, pairs),
             "mean_words": sum(len(c.split()) for c in captions.values()) / len(captions)}
 
