@@ -16,6 +16,8 @@ from captioning.lit.module import CaptioningModule
 
 COMMANDS: dict[str, str] = {  # subcommand -> "module:function" taking argv
     "lab": "captioning.lab.cli:main",
+    "caption": "captioning.caption:main",
+    "features": "captioning.features:main",
 }
 
 
@@ -25,6 +27,7 @@ class CaptioningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.vocab", "model.vocab", apply_on="instantiate")
         parser.link_arguments("data.image_size", "model.image_size", apply_on="instantiate")
+        parser.link_arguments("data.feature_identity", "model.cached_features", apply_on="instantiate")
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> CaptioningCLI:

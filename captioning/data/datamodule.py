@@ -9,6 +9,7 @@ import pytorch_lightning as L
 from torch.utils.data import DataLoader
 
 from captioning.data.coco import CaptionDataset, CaptionedImage, collate, read_caption_file
+from captioning.data.features import FeatureCache
 from captioning.vocab import Vocabulary
 
 
@@ -30,13 +31,15 @@ class CaptionDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes.
         min_word_count: Training-caption words seen fewer times become ``<UNK>``.
         max_words: Training captions are cut to this many words.
+        features: A feature cache folder (``captioning features``): batches then carry the cached encoder
+            features instead of images, and the model checks that its encoder made them.
     """
 
     def __init__(self, root: str = "data/coco", train_split: str = "train2017", val_split: str = "val2017",
                  test_split: str = "val2017", predict_split: str | None = None,
                  captions_pattern: str = "annotations/captions_{split}.json", images_pattern: str = "{split}",
                  image_size: int = 224, batch_size: int = 64, eval_batch_size: int = 128, num_workers: int = 2,
-                 min_word_count: int = 5, max_words: int = 20) -> None:
+                 min_word_count: int = 5, max_words: int = 20, features: str | None = None) -> None:
         super().__init__()
         self.root = Path(root)
         self.splits = {"train": train_split, "val": val_split, "test": test_split,
@@ -45,6 +48,10 @@ class CaptionDataModule(L.LightningDataModule):
         self.image_size, self.batch_size, self.eval_batch_size = image_size, batch_size, eval_batch_size
         self.num_workers, self.min_word_count, self.max_words = num_workers, min_word_count, max_words
         self._images: dict[str, list[CaptionedImage]] = {}
+        self.features = FeatureCache(features) if features else None
+        if self.features is not None and self.features.identity.get("image_size") != image_size:
+            raise ValueError(f"feature cache {features} was made at image_size "
+                             f"{self.features.identity.get('image_size')}, the data uses {image_size}")
 
     def ensure_data(self) -> None:
         """Makes sure the files exist (subclasses may generate them); real datasets are never downloaded."""
@@ -68,13 +75,19 @@ class CaptionDataModule(L.LightningDataModule):
         return Vocabulary.build(texts, min_count=self.min_word_count)
 
     @property
+    def feature_identity(self) -> dict | None:
+        """What made the cached features (linked to the model, which checks it), or ``None`` without a cache."""
+        return None if self.features is None else self.features.identity
+
+    @property
     def vocab_size(self) -> int:
         return len(self.vocab)
 
     def _loader(self, stage: str) -> DataLoader:
         train = stage == "train"
+        features = None if self.features is None else self.features.split(self.splits[stage])
         dataset = CaptionDataset(self.images(stage), self.vocab, self.image_size, with_tokens=train,
-                                 max_words=self.max_words)
+                                 max_words=self.max_words, features=features)
         return DataLoader(dataset, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
                           num_workers=self.num_workers, collate_fn=collate, drop_last=False,
                           persistent_workers=self.num_workers > 0, pin_memory=False)
@@ -108,10 +121,11 @@ class ShapesDataModule(CaptionDataModule):
     def __init__(self, root: str = "data/shapes/build", num_train: int = 8000, num_val: int = 500,
                  num_test: int = 500, max_objects: int = 4, seed: int = 0, image_size: int = 64,
                  batch_size: int = 64, eval_batch_size: int = 250, num_workers: int = 0,
-                 min_word_count: int = 1, max_words: int = 20) -> None:
+                 min_word_count: int = 1, max_words: int = 20, features: str | None = None) -> None:
         super().__init__(root=root, train_split="train", val_split="val", test_split="test",
                          image_size=image_size, batch_size=batch_size, eval_batch_size=eval_batch_size,
-                         num_workers=num_workers, min_word_count=min_word_count, max_words=max_words)
+                         num_workers=num_workers, min_word_count=min_word_count, max_words=max_words,
+                         features=features)
         self.generator_args = dict(num_train=num_train, num_val=num_val, num_test=num_test,
                                    image_size=image_size, max_objects=max_objects, seed=seed)
 
