@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> dict:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*predict_dataloader.*")
+        warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning's own, about its torch version
         trainer = L.Trainer(accelerator=args.device, devices=args.devices, precision=PRECISIONS[args.precision],
                             strategy="ddp" if args.devices > 1 else "auto", logger=False, callbacks=[writer],
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)

@@ -9,7 +9,8 @@ weights, so greedy decoding runs to ``--max-len`` for every image (the slowest c
 
 1. ``encoder``: the encoder's forward pass alone on images already in memory (after one warm-up batch);
 2. ``encoder+loading``: the same forward pass fed by the same DataLoader (reading and resizing the files);
-3. ``caption``: the whole command (reading, encoding, decoding, journaling, the final merge and write).
+3. ``decoder``: decoding alone from the pooled features (greedy or beam);
+4. ``caption``: the whole command (reading, encoding, decoding, journaling, the final merge and write).
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ def image_list(source: Path, repeat: int, folder: Path) -> Path:
 
 
 @torch.inference_mode()
-def encoder_rates(ckpt: Path, listing: Path, batch_size: int, num_workers: int) -> dict[str, float]:
-    """Images/s of the encoder alone: on images in memory, and fed by the DataLoader."""
+def component_rates(ckpt: Path, listing: Path, batch_size: int, num_workers: int, beam_size: int,
+                    max_len: int) -> dict[str, float]:
+    """Images/s of the encoder alone (on images in memory; fed by the DataLoader) and of decoding alone."""
     loaded = load_captioner(ckpt)
     encoder = loaded.model.encoder.eval()
     refs = discover_images(listing)
@@ -76,9 +78,13 @@ def encoder_rates(ckpt: Path, listing: Path, batch_size: int, num_workers: int) 
         encoder(images)
     memory_rate = len(refs) / (time.perf_counter() - start)
     start = time.perf_counter()
-    for batch in loader():
-        encoder(batch["image"])
-    return {"encoder": memory_rate, "encoder+loading": len(refs) / (time.perf_counter() - start)}
+    features = [encoder(batch["image"])[0] for batch in loader()]
+    fed_rate = len(refs) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for v in features:
+        loaded.model.generate_from_features(v, max_len, beam_size)
+    decoder_rate = len(refs) / (time.perf_counter() - start)
+    return {"encoder": memory_rate, "encoder+loading": fed_rate, "decoder": decoder_rate}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -97,13 +103,13 @@ def main(argv: list[str] | None = None) -> dict:
         tmp = Path(tmp)
         ckpt = args.checkpoint or coco_sized_checkpoint(tmp / "coco_sized.ckpt", args.vocab_size)
         listing = image_list(args.images, args.repeat, tmp)
-        rates = encoder_rates(ckpt, listing, args.batch_size, args.num_workers)
+        rates = component_rates(ckpt, listing, args.batch_size, args.num_workers, args.beam_size, args.max_len)
         summary = caption_main(["--checkpoint", str(ckpt), "--images", str(listing), "--output",
                                 str(tmp / "captions.jsonl"), "--batch-size", str(args.batch_size), "--num-workers",
                                 str(args.num_workers), "--beam-size", str(args.beam_size), "--max-len",
                                 str(args.max_len)])
     rates["caption"] = summary["captioned"] / summary["seconds"]
-    figures = {"images": summary["captioned"], "threads": torch.get_num_threads(), **vars(args),
+    figures = {"images captioned": summary["captioned"], "threads": torch.get_num_threads(), **vars(args),
                **{f"{k} images/s": round(v, 2) for k, v in rates.items()},
                "caption / encoder": round(rates["caption"] / rates["encoder"], 3),
                "caption / encoder+loading": round(rates["caption"] / rates["encoder+loading"], 3)}

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
+from captioning.data import CaptionDataModule
 from captioning.data.coco import read_caption_file
 from captioning.data.prepare import coco_main, karpathy_main
 from conftest import SHARED
@@ -53,6 +55,9 @@ def test_karpathy_flickr_file_becomes_official_caption_files(karpathy, capsys) -
     images = read_caption_file(root / "annotations/captions_karpathy_test.json", root)  # the one reader
     assert [i.image_id for i in images] == [4, 5] and images[0].path == root / "Flicker8k_Dataset/img4.jpg"
     assert images[0].captions[0] == "a cat sleeps on a mat 0."  # raw text, stripped
+    layer = yaml.safe_load((REPO / "configs/karpathy.yaml").read_text())["data"]["init_args"]
+    data = CaptionDataModule(root=str(root), **layer)
+    assert [i.path for i in data.images("test")] == [i.path for i in images] and len(data.images("train")) == 3
 
 
 def test_karpathy_coco_file_keeps_coco_ids_and_2014_folders(karpathy) -> None:
