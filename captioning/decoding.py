@@ -42,26 +42,32 @@ def _reorder(state: dict[str, Tensor], index: Tensor) -> dict[str, Tensor]:
 
 
 def _autoregress(decoder: StepDecoder, v: Tensor, max_len: int, choose) -> Captions:
-    """Shared loop of greedy and sampling: ``choose(log_probs) -> tokens`` picks each next word."""
+    """Shared loop of greedy and sampling: ``choose(log_probs) -> tokens`` picks each next word.
+
+    Finished captions leave the batch, so each step costs what the captions still being written need
+    (the mean caption length, not the longest one, sets the decoding cost of a batch).
+    """
     b = v.size(0)
     state = decoder.init_state(v)
     tokens = v.new_full((b,), START, dtype=torch.long)
-    done = torch.zeros(b, dtype=torch.bool, device=v.device)
+    active = torch.arange(b, device=v.device)  # rows of the batch still writing
     scores = v.new_zeros(b, dtype=torch.float)
-    out = []
-    for _ in range(max_len + 1):  # max_len words, then <END>
-        logits, state = decoder.step(tokens, state)  # (B, V)
+    out = v.new_full((b, max_len + 1), PAD, dtype=torch.long)
+    for t in range(max_len + 1):  # max_len words, then <END>
+        logits, state = decoder.step(tokens, state)  # (A, V) for the A active rows
         logp = _log_probs(logits)
-        if len(out) == max_len:  # out of words: force <END>
+        if t == max_len:  # out of words: force <END>
             logp = torch.where(torch.arange(logp.size(1), device=v.device) == END, 0.0, float("-inf")).expand_as(logp)
-        tokens = choose(logp)  # (B,)
-        scores += torch.where(done, 0.0, logp.gather(1, tokens[:, None]).squeeze(1))
-        tokens = tokens.masked_fill(done, PAD)  # finished captions are padded
-        out.append(tokens)
-        done |= tokens == END
-        if done.all():
-            break
-    return Captions(torch.stack(out, dim=1), scores)
+        tokens = choose(logp)  # (A,)
+        scores[active] += logp.gather(1, tokens[:, None]).squeeze(1)
+        out[active, t] = tokens
+        going = tokens != END
+        if not going.any():
+            return Captions(out[:, : t + 1], scores)
+        if not going.all():
+            keep = going.nonzero().squeeze(1)
+            active, tokens, state = active[keep], tokens[keep], _reorder(state, keep)
+    return Captions(out, scores)
 
 
 @torch.no_grad()
