@@ -198,7 +198,8 @@ class CaptionJob:
         file atomically and removes the journals. Returns counts for the summary."""
         new = merge_rows(plan["pending"], read_journals(self.journals, "captions"))
         errors = list({e["file_name"]: e for e in read_journals(self.journals, "errors")}.values())
-        errors = [e for e in errors if e["file_name"] not in {r["file_name"] for r in new}]
+        captioned = {r["file_name"] for r in new}
+        errors = [e for e in errors if e["file_name"] not in captioned]
         check_complete(plan["pending"], new, errors)
         rows = merge_rows(plan["refs"], plan["previous"], new)
         write_output(self.output, rows, self.fmt)

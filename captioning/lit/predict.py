@@ -66,10 +66,12 @@ class ImagesDataModule(L.LightningDataModule):
                 plan = self.job.plan()
             except (OSError, ValueError) as err:  # shared, so that no rank waits for a plan that never comes
                 plan = err
-        plan = self.trainer.strategy.broadcast(plan, src=0)
-        if isinstance(plan, Exception):
-            raise plan
-        self.plan = plan
+        # Only the images to caption travel; the full plan (all images, rows kept) stays on rank 0.
+        shared = self.trainer.strategy.broadcast(plan if isinstance(plan, Exception) else
+                                                 plan and {"pending": plan["pending"]}, src=0)
+        if isinstance(shared, Exception):
+            raise shared
+        self.plan = plan if self.trainer.is_global_zero else shared
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(ImageFiles(self.plan["pending"], self.image_size), batch_size=self.batch_size,
