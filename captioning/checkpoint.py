@@ -60,3 +60,15 @@ def load_captioner(path: str | Path, map_location: str | torch.device = "cpu") -
         raise ValueError(f"{path}: weights do not match the stored configuration "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     return LoadedCaptioner(model.eval(), Vocabulary.from_dict(meta["vocab"]), int(meta["image_size"]), meta)
+
+
+def save_captioner(path: str | Path, model: Captioner, vocab: Vocabulary, image_size: int) -> Path:
+    """Writes a checkpoint that :func:`load_captioner` reads, without a training run (benchmarks, tests,
+    converted weights): the model configuration and vocabulary plus the weights, atomically."""
+    from captioning.io import atomic_path
+
+    ckpt = {KEY: captioner_meta(model, vocab, image_size),
+            "state_dict": {PREFIX + k: t for k, t in model.state_dict().items()}}
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    return Path(path)

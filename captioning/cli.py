@@ -19,6 +19,8 @@ COMMANDS: dict[str, str] = {  # subcommand -> "module:function" taking argv
     "evaluate": "captioning.evaluation.evaluate:main",
     "gallery": "captioning.evaluation.gallery:main",
     "benchmark": "captioning.benchmark.cli:main",
+    "caption": "captioning.caption:main",
+    "features": "captioning.features:main",
 }
 
 
@@ -30,6 +32,7 @@ class CaptioningCLI(LightningCLI):
         parser.link_arguments("data.vocab", "model.vocab", apply_on="instantiate")
         parser.link_arguments("data.image_size", "model.image_size", apply_on="instantiate")
         parser.link_arguments("data.synonyms", "model.synonyms", apply_on="instantiate")
+        parser.link_arguments("data.feature_identity", "model.cached_features", apply_on="instantiate")
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> CaptioningCLI:

@@ -17,6 +17,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from captioning.data.features import SplitFeatures
 from captioning.vocab import Vocabulary
 
 
@@ -86,6 +87,7 @@ def read_instance_categories(path: str | Path) -> dict[int, list[str]]:
         return instance_categories(data)
     except (ValueError, TypeError, AttributeError) as err:
         raise ValueError(f"{path}: {err}") from err
+IMAGE_TRANSFORM = "RGB, PIL bicubic resize to image_size x image_size, uint8 scaled to [0, 1]"  # recorded in caches
 
 
 def load_image(path: str | Path, image_size: int) -> Tensor:
@@ -100,7 +102,7 @@ def load_image(path: str | Path, image_size: int) -> Tensor:
             if img.size != (image_size, image_size):
                 img = img.resize((image_size, image_size), Image.BICUBIC)
             array = np.asarray(img, dtype=np.uint8)
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # PIL raises all of these
         raise ValueError(f"cannot read image file {path}: {err}") from err
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)  # (3, S, S)
 
@@ -117,13 +119,18 @@ class CaptionDataset(Dataset):
         with_tokens: Encode the captions (training).
         max_words: Encoded captions are cut to this many words (``<END>`` is kept).
         categories: Image id -> object category names (for CHAIR); items then carry ``categories``.
+        features: Cached encoder features of the split: items then carry ``features`` (D,) instead of
+            ``image``.
     """
 
     def __init__(self, images: list[CaptionedImage], vocab: Vocabulary, image_size: int,
                  with_tokens: bool, max_words: int = 20,
-                 categories: Mapping[int, Sequence[str]] | None = None) -> None:
+                 categories: Mapping[int, Sequence[str]] | None = None, features: SplitFeatures | None = None) -> None:
         self.images, self.vocab, self.image_size = images, vocab, image_size
         self.with_tokens, self.max_words, self.categories = with_tokens, max_words, categories
+        self.features = features
+        if features is not None:
+            features.require([img.image_id for img in images])
 
     def __len__(self) -> int:
         return len(self.images)
@@ -136,8 +143,11 @@ class CaptionDataset(Dataset):
 
     def __getitem__(self, idx: int) -> dict:
         img = self.images[idx]
-        item = {"image": load_image(img.path, self.image_size), "image_id": img.image_id,
-                "references": list(img.captions)}
+        item = {"image_id": img.image_id, "references": list(img.captions)}
+        if self.features is not None:
+            item["features"] = torch.from_numpy(self.features.pooled(img.image_id))  # (D,)
+        else:
+            item["image"] = load_image(img.path, self.image_size)  # (3, S, S)
         if self.categories is not None:
             item["categories"] = list(self.categories.get(img.image_id, ()))
         if self.with_tokens:
@@ -146,10 +156,11 @@ class CaptionDataset(Dataset):
 
 
 def collate(items: list[dict]) -> dict:
-    """Stacks images and keeps ids, references and (when present) object categories as lists; training
-    captions of all images are padded with ``<PAD>`` into one (N, T) tensor, with ``owner`` (N,) giving
-    each caption's image in the batch."""
-    batch = {"image": torch.stack([it["image"] for it in items]),  # (B, 3, S, S)
+    """Stacks images (or cached features) and keeps ids, references and (when present) object categories as
+    lists; training captions of all images are padded with ``<PAD>`` into one (N, T) tensor, with ``owner``
+    (N,) giving each caption's image in the batch."""
+    key = "features" if "features" in items[0] else "image"
+    batch = {key: torch.stack([it[key] for it in items]),  # (B, 3, S, S) images or (B, D) features
              "image_id": torch.tensor([it["image_id"] for it in items]),
              "references": [it["references"] for it in items]}
     if "categories" in items[0]:

@@ -15,6 +15,7 @@ from captioning.data.coco import (
     read_caption_file,
     read_instance_categories,
 )
+from captioning.data.features import FeatureCache
 from captioning.vocab import Vocabulary
 
 
@@ -40,6 +41,8 @@ class CaptionDataModule(L.LightningDataModule):
             batches carry each image's object category names (``batch["categories"]``) for CHAIR.
         synonyms: CHAIR synonym table (linked into the model; ``None``: no CHAIR). For COCO, the reference
             table (LisaAnne/Hallucination ``data/synonyms.txt``).
+        features: A feature cache folder (``captioning features``): batches then carry the cached encoder
+            features instead of images, and the model checks that its encoder made them.
     """
 
     def __init__(self, root: str = "data/coco", train_split: str = "train2017", val_split: str = "val2017",
@@ -48,7 +51,7 @@ class CaptionDataModule(L.LightningDataModule):
                  image_size: int = 224, batch_size: int = 64, eval_batch_size: int = 128, num_workers: int = 2,
                  min_word_count: int = 5, max_words: int = 20,
                  instances_pattern: str | None = "annotations/instances_{split}.json",
-                 synonyms: str | None = None) -> None:
+                 synonyms: str | None = None, features: str | None = None) -> None:
         super().__init__()
         self.root = Path(root)
         self.splits = {"train": train_split, "val": val_split, "test": test_split,
@@ -59,6 +62,10 @@ class CaptionDataModule(L.LightningDataModule):
         self.instances_pattern, self.synonyms = instances_pattern, synonyms
         self._images: dict[str, list[CaptionedImage]] = {}
         self._categories: dict[str, dict[int, list[str]] | None] = {}
+        self.features = FeatureCache(features) if features else None
+        if self.features is not None and self.features.identity.get("image_size") != image_size:
+            raise ValueError(f"feature cache {features} was made at image_size "
+                             f"{self.features.identity.get('image_size')}, the data uses {image_size}")
 
     def ensure_data(self) -> None:
         """Makes sure the files exist (subclasses may generate them); real datasets are never downloaded."""
@@ -98,13 +105,20 @@ class CaptionDataModule(L.LightningDataModule):
         return Vocabulary.build(texts, min_count=self.min_word_count)
 
     @property
+    def feature_identity(self) -> dict | None:
+        """What made the cached features (linked to the model, which checks it), or ``None`` without a cache."""
+        return None if self.features is None else self.features.identity
+
+    @property
     def vocab_size(self) -> int:
         return len(self.vocab)
 
     def _loader(self, stage: str) -> DataLoader:
         train = stage == "train"
+        features = None if self.features is None else self.features.split(self.splits[stage])
         dataset = CaptionDataset(self.images(stage), self.vocab, self.image_size, with_tokens=train,
-                                 max_words=self.max_words, categories=None if train else self.categories(stage))
+                                 max_words=self.max_words, categories=None if train else self.categories(stage),
+                                 features=features)
         return DataLoader(dataset, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
                           num_workers=self.num_workers, collate_fn=collate, drop_last=False,
                           persistent_workers=self.num_workers > 0, pin_memory=False)
@@ -146,10 +160,11 @@ class ShapesDataModule(CaptionDataModule):
                  cooccur_pairs: list[tuple[str, str]] | None = None, cooccur_rate: float | None = None,
                  cooccur_rate_test: float | None = None, image_size: int = 64,
                  batch_size: int = 64, eval_batch_size: int = 250, num_workers: int = 0,
-                 min_word_count: int = 1, max_words: int = 20) -> None:
+                 min_word_count: int = 1, max_words: int = 20, features: str | None = None) -> None:
         super().__init__(root=root, train_split="train", val_split="val", test_split="test",
                          image_size=image_size, batch_size=batch_size, eval_batch_size=eval_batch_size,
-                         num_workers=num_workers, min_word_count=min_word_count, max_words=max_words)
+                         num_workers=num_workers, min_word_count=min_word_count, max_words=max_words,
+                         features=features)
         self.generator_args = dict(num_train=num_train, num_val=num_val, num_test=num_test,
                                    image_size=image_size, max_objects=max_objects, seed=seed,
                                    cooccur_pairs=tuple(map(tuple, cooccur_pairs or ())),

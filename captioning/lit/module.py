@@ -12,6 +12,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from captioning.checkpoint import KEY, captioner_meta
+from captioning.features import check_identity
 from captioning.metrics import compute_caption_metrics
 from captioning.metrics.chair import Chair
 from captioning.models.captioner import Captioner
@@ -53,16 +54,23 @@ class CaptioningModule(L.LightningModule):
         synonyms: CHAIR synonym table, linked from the data module; with it (and instance annotations in the
             batches) validation/test also log CHAIRs and CHAIRi. ``None``: no CHAIR.
         chair_mode: ``reference`` (the published CHAIR numbers) or ``fixed`` (its quirks fixed).
+        cached_features: Linked from the data module: the record of the feature cache its batches come from
+            (``None`` without one); checked against the encoder, whose forward pass is then skipped.
     """
 
     def __init__(self, encoder: nn.Module, decoder: DecoderFactory, vocab: Vocabulary | None = None,
                  optimizer: OptimizerCallable = torch.optim.Adam, lr_scheduler: LRSchedulerCallable | None = None,
                  image_size: int = 224, max_len: int = 20, beam_size: int = 1, length_penalty: float = 0.0,
-                 num_examples: int = 3, synonyms: str | None = None, chair_mode: str = "reference") -> None:
+                 num_examples: int = 3, synonyms: str | None = None, chair_mode: str = "reference",
+                 cached_features: dict | None = None) -> None:
         super().__init__()
         if vocab is None:
             raise ValueError("CaptioningModule needs the vocabulary (linked from the data module's 'vocab')")
-        self.save_hyperparameters(ignore=["encoder", "decoder", "vocab", "optimizer", "lr_scheduler"])
+        if cached_features is not None:
+            check_identity(cached_features, encoder, image_size)
+        self.save_hyperparameters(ignore=["encoder", "decoder", "vocab", "optimizer", "lr_scheduler",
+                                          "cached_features"])
+        self.cached_features = cached_features
         self.vocab = vocab
         self.captioner = Captioner(encoder, decoder(len(vocab), encoder.out_dim))
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
@@ -72,7 +80,7 @@ class CaptioningModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         tokens = batch["tokens"]  # (N, T): <START> w_1 … w_n <END> <PAD> …, N captions of B images
-        v = self.captioner.encode(batch["image"])[batch["owner"]]  # (N, D): each image encoded once
+        v = self.features(batch)[batch["owner"]]  # (N, D): each image encoded once
         logits = self.captioner.decoder(v, tokens[:, :-1])  # (N, T-1, V)
         loss = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), ignore_index=self.vocab.pad_id)
         if not torch.isfinite(loss):
@@ -80,14 +88,24 @@ class CaptioningModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=tokens.size(0))
         return loss
 
-    def decode(self, images: Tensor) -> tuple[list[str], Tensor]:
-        """Captions (as text) and their scores for an image batch."""
-        out = self.captioner.generate(images, self.hparams.max_len, self.hparams.beam_size,
-                                      self.hparams.length_penalty)
+    def features(self, batch: dict) -> Tensor:
+        """Pooled features (B, D) of a batch: the encoder's, or the cache's when the batch carries them."""
+        if "features" not in batch:
+            return self.captioner.encode(batch["image"])
+        if self.cached_features is None:
+            raise ValueError("the batch carries cached features but the model was not given the cache's record "
+                             "(cached_features, linked from the data module's feature_identity)")
+        return batch["features"]
+
+    def decode(self, images: Tensor | None = None, features: Tensor | None = None) -> tuple[list[str], Tensor]:
+        """Captions (as text) and their scores for an image batch (or its pooled features (B, D))."""
+        v = self.captioner.encode(images) if features is None else features
+        out = self.captioner.generate_from_features(v, self.hparams.max_len, self.hparams.beam_size,
+                                                    self.hparams.length_penalty)
         return [self.vocab.decode(row) for row in out.tokens.tolist()], out.scores
 
     def _evaluate_step(self, batch: dict) -> None:
-        captions, _ = self.decode(batch["image"])
+        captions, _ = self.decode(features=self.features(batch))
         categories = batch.get("categories", [None] * len(captions))
         for image_id, caption, refs, cats in zip(batch["image_id"].tolist(), captions, batch["references"],
                                                  categories):
@@ -130,7 +148,7 @@ class CaptioningModule(L.LightningModule):
         self._evaluate_epoch_end("test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
-        captions, scores = self.decode(batch["image"])
+        captions, scores = self.decode(features=self.features(batch))
         return [{"image_id": i, "caption": c, "score": s}
                 for i, c, s in zip(batch["image_id"].tolist(), captions, scores.tolist())]
 

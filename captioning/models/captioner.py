@@ -30,7 +30,11 @@ class Captioner(nn.Module):
     def generate(self, images: Tensor, max_len: int = 20, beam_size: int = 1,
                  length_penalty: float = 0.0) -> Captions:
         """Greedy (``beam_size`` 1) or beam-search captions, tokens (B, T) and scores (B,)."""
-        v = self.encode(images)
+        return self.generate_from_features(self.encode(images), max_len, beam_size, length_penalty)
+
+    def generate_from_features(self, v: Tensor, max_len: int = 20, beam_size: int = 1,
+                               length_penalty: float = 0.0) -> Captions:
+        """:meth:`generate` from pooled features (B, D) already computed (e.g. a feature cache)."""
         if beam_size == 1:
             return greedy(self.decoder, v, max_len)
         out = beam_search(self.decoder, v, beam_size, max_len, alpha=length_penalty)

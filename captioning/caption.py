@@ -1,0 +1,108 @@
+"""``captioning caption``: caption a folder, a list of image files or a COCO annotation file in batch.
+
+Example::
+
+    captioning caption --checkpoint runs/coco/.../last.ckpt --images photos/ --output photos.jsonl --beam-size 3
+    captioning caption --checkpoint last.ckpt --images data/coco/annotations/captions_val2017.json \\
+        --format coco --output val2017_results.json --device cuda --devices 4 --precision bf16
+
+Each output line is ``{"image_id", "file_name", "caption", "score"}`` (``image_id`` is the COCO id when the
+input is a COCO annotation file, else ``null``); ``--format coco`` writes the COCO results list instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from captioning.caption_output import FORMATS, CaptionJob
+
+PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options."""
+    p = argparse.ArgumentParser(prog="captioning caption", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="training checkpoint (carries vocabulary and config)")
+    p.add_argument("--images", required=True,
+                   help="folder (recursive), text file with one path per line, or COCO annotation .json")
+    p.add_argument("--image-dir", help="image folder of a COCO annotation file (default: found beside it)")
+    p.add_argument("--output", help="output file (default: captions.jsonl, or captions.json for --format coco)")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="jsonl, or coco (results list); default coco for a COCO annotation file, else jsonl")
+    p.add_argument("--errors", help="list of unreadable images (default: OUTPUT's name + .errors.jsonl)")
+    p.add_argument("--resume", action="store_true", help="keep captions already in the output; caption the rest")
+    p.add_argument("--beam-size", type=int, default=1, help="1 = greedy")
+    p.add_argument("--max-len", type=int, default=20, help="maximum words per caption")
+    p.add_argument("--length-penalty", type=float, default=0.0, help="beam-search length-penalty exponent")
+    p.add_argument("--sample", action="store_true", help="sample captions (reproducible with --seed)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k most probable words (0 = all)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    p.add_argument("--num-workers", type=int, default=2, help="DataLoader processes reading images")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="where the model runs")
+    p.add_argument("--devices", type=int, default=1, help="processes/devices (several: DDP, shards merged)")
+    p.add_argument("--precision", choices=tuple(PRECISIONS), default="32", help="32, bf16 or 16 (autocast)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def make_job(args: argparse.Namespace) -> CaptionJob:
+    """The run's files from the options (defaults depend on the input kind)."""
+    fmt = args.format or ("coco" if Path(args.images).suffix.lower() == ".json" else "jsonl")
+    output = args.output or ("captions.json" if fmt == "coco" else "captions.jsonl")
+    return CaptionJob(args.images, output, fmt=fmt, errors=args.errors, resume=args.resume, image_dir=args.image_dir)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Captions the images; returns the summary (``captioned``, ``kept``, ``errors``, ``total``, ``seconds``)."""
+    import logging
+
+    import pytorch_lightning as L
+
+    from captioning.checkpoint import load_captioner
+    from captioning.inference import DecodeOptions
+    from captioning.lit.predict import CaptionPredictor, ImagesDataModule, JournalWriter
+
+    job = make_job(args)
+    options = DecodeOptions(beam_size=args.beam_size, max_len=args.max_len, length_penalty=args.length_penalty,
+                            sample=args.sample, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    loaded = load_captioner(args.checkpoint)
+    writer = JournalWriter(progress=not args.no_progress)
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # no accelerator banner
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*predict_dataloader.*")
+        warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning's own, about its torch version
+        trainer = L.Trainer(accelerator=args.device, devices=args.devices, precision=PRECISIONS[args.precision],
+                            strategy="ddp" if args.devices > 1 else "auto", logger=False, callbacks=[writer],
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer.predict(CaptionPredictor(loaded.model, loaded.vocab, options),
+                        datamodule=ImagesDataModule(job, loaded.image_size, args.batch_size, args.num_workers),
+                        return_predictions=False)
+    summary = writer.summary or {}
+    summary.update(output=str(job.output), errors_file=str(job.errors))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Entry point; exits with status 1 when no image could be captioned."""
+    args = build_parser().parse_args(argv)
+    try:
+        summary = run(args)
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"captioning caption: error: {err}")
+    if "captioned" not in summary:  # not rank 0 of a multi-process run: rank 0 reports
+        return summary
+    rate = summary["captioned"] / max(summary["seconds"], 1e-9)
+    print(f"captioned {summary['captioned']} images ({rate:.1f} images/s), kept {summary['kept']} from the "
+          f"existing output, {summary['errors']} unreadable"
+          + (f" (listed in {summary['errors_file']})" if summary["errors"] else "")
+          + f"; {summary['total']} captions in {summary['output']}", file=sys.stderr)
+    if summary["total"] == 0:
+        sys.exit("captioning caption: error: no image could be captioned")
+    return summary

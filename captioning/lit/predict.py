@@ -1,0 +1,124 @@
+"""``captioning caption`` on Lightning's predict loop: one process per device, each journaling its shard.
+
+Rank 0 plans the run (finds the images, resumes) and broadcasts the plan; Lightning's distributed sampler
+gives each rank its share of the images (for prediction it neither pads nor repeats); every rank appends its
+captions to its own journal after each batch; at the end rank 0 merges the journals into one output.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytorch_lightning as L
+from pytorch_lightning.callbacks import BasePredictionWriter
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from captioning.caption_output import CaptionJob, Journal, make_error, make_row
+from captioning.data.images import ImageFiles, collate_images
+from captioning.inference import DecodeOptions, generate_captions
+from captioning.models.captioner import Captioner
+from captioning.vocab import Vocabulary
+
+
+class CaptionPredictor(L.LightningModule):
+    """Decodes image batches into output rows (and lists the batch's unreadable images).
+
+    Args:
+        captioner: The trained captioner.
+        vocab: Its vocabulary.
+        options: Decoding options.
+    """
+
+    def __init__(self, captioner: Captioner, vocab: Vocabulary, options: DecodeOptions) -> None:
+        super().__init__()
+        self.captioner, self.vocab, self.options = captioner.eval(), vocab, options
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        rows = []
+        if batch["image"] is not None:
+            captions = generate_captions(self.captioner, self.vocab, batch["image"], self.options,
+                                         batch_key=batch["first_index"])
+            rows = [make_row(ref, c, s) for ref, (c, s) in zip(batch["refs"], captions)]
+        return {"rows": rows, "errors": [make_error(ref, reason) for ref, reason in batch["failed"]]}
+
+
+class ImagesDataModule(L.LightningDataModule):
+    """The images still to caption, planned once on rank 0 and shared with every rank.
+
+    Args:
+        job: The run's inputs and outputs.
+        image_size: Side length images are resized to (from the checkpoint).
+        batch_size: Images per batch.
+        num_workers: DataLoader worker processes reading images (decoding overlaps with reading).
+    """
+
+    def __init__(self, job: CaptionJob, image_size: int, batch_size: int, num_workers: int) -> None:
+        super().__init__()
+        self.job, self.image_size, self.batch_size, self.num_workers = job, image_size, batch_size, num_workers
+        self.plan: dict | None = None
+
+    def setup(self, stage: str) -> None:
+        plan: Any = None
+        if self.trainer.is_global_zero:
+            try:
+                plan = self.job.plan()
+            except (OSError, ValueError) as err:  # shared, so that no rank waits for a plan that never comes
+                plan = err
+        # Only the images to caption travel; the full plan (all images, rows kept) stays on rank 0.
+        shared = self.trainer.strategy.broadcast(plan if isinstance(plan, Exception) else
+                                                 plan and {"pending": plan["pending"]}, src=0)
+        if isinstance(shared, Exception):
+            raise shared
+        self.plan = plan if self.trainer.is_global_zero else shared
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(ImageFiles(self.plan["pending"], self.image_size), batch_size=self.batch_size,
+                          num_workers=self.num_workers, collate_fn=collate_images,
+                          persistent_workers=False, pin_memory=False, shuffle=False)
+
+
+class JournalWriter(BasePredictionWriter):
+    """Appends each batch's rows to this rank's journal; at the end rank 0 merges all journals.
+
+    Args:
+        progress: Show a progress bar (images/s) on rank 0.
+    """
+
+    def __init__(self, progress: bool = True) -> None:
+        super().__init__(write_interval="batch")
+        self.progress = progress
+        self.summary: dict | None = None
+        self._journals: tuple[Journal, Journal] | None = None
+        self._bar: tqdm | None = None
+        self._start = 0.0
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        folder, rank = trainer.datamodule.job.journals, trainer.global_rank
+        self._journals = (Journal(folder / f"rank{rank}.captions.jsonl"), Journal(folder / f"rank{rank}.errors.jsonl"))
+        if trainer.is_global_zero and self.progress:
+            self._bar = tqdm(total=len(trainer.datamodule.plan["pending"]), unit="img", desc="captioning",
+                             dynamic_ncols=True, smoothing=0.1)
+        self._start = time.perf_counter()
+
+    def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: dict,
+                           batch_indices: Any, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        captions, errors = self._journals
+        captions.write(prediction["rows"])
+        errors.write(prediction["errors"])
+        if self._bar is not None:  # rank 0 sees its own share: scale by the number of processes
+            self._bar.update(min((len(prediction["rows"]) + len(prediction["errors"])) * trainer.world_size,
+                                 self._bar.total - self._bar.n))
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for journal in self._journals:
+            journal.close()
+        if self._bar is not None:
+            self._bar.close()
+        trainer.strategy.barrier("captions-journaled")
+        if trainer.is_global_zero:
+            self.summary = trainer.datamodule.job.finish(trainer.datamodule.plan)
+            self.summary["seconds"] = time.perf_counter() - self._start
+        trainer.strategy.barrier("captions-merged")
+

@@ -1,0 +1,22 @@
+"""A tiny untrained captioner checkpoint for the captioning-tool tests (no training run needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from captioning.checkpoint import save_captioner
+from captioning.models import Captioner, RNNDecoder, SmallCNN
+from captioning.vocab import Vocabulary
+
+WORDS = "a red blue green circle square triangle left right of the above below".split()
+
+
+def tiny_checkpoint(path: Path, image_size: int = 32, seed: int = 0) -> Path:
+    """A small CNN + GRU captioner with random weights over a 13-word vocabulary."""
+    torch.manual_seed(seed)
+    encoder = SmallCNN(channels=(8, 16), out_dim=16, grid_size=2)
+    vocab = Vocabulary.build([" ".join(WORDS)])
+    model = Captioner(encoder, RNNDecoder(len(vocab), encoder.out_dim, embed_dim=8, hidden_dim=16, cell="gru"))
+    return save_captioner(path, model.eval(), vocab, image_size)
