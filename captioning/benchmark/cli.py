@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -36,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--photos", type=Path, help="JPEG folder for end-to-end captioning (default ../shared/coco-mini)")
     p.add_argument("--e2e-images", type=int, default=64, help="photos captioned per end-to-end repeat")
     p.add_argument("--e2e-batch-size", type=int, default=32)
+    p.add_argument("--e2e-words", type=int, help="caption length end to end (default: the workload's; 10 stands "
+                   "for a trained decoder's average)")
+    p.add_argument("--e2e-beam-size", type=int, default=1, help="beam size end to end (the command's default: 1)")
     p.add_argument("--markdown", action="store_true", help="also print the README's performance table")
     return p
 
@@ -74,7 +78,8 @@ def run(args: argparse.Namespace) -> dict:
     if "memory" not in args.skip:
         report["memory"] = bench_memory(w, device)
     if "end-to-end" not in args.skip:
-        report["end_to_end"] = bench_end_to_end(w, device, args.photos, args.e2e_images, args.e2e_batch_size,
+        e2e = replace(w, words=args.e2e_words or w.words, beam_size=args.e2e_beam_size)
+        report["end_to_end"] = bench_end_to_end(e2e, device, args.photos, args.e2e_images, args.e2e_batch_size,
                                                 warmup=1, repeats=max(1, args.repeats // 2), clock=args.clock)
     return report
 

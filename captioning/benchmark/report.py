@@ -34,7 +34,9 @@ def summary(report: dict) -> str:
         r = report["end_to_end"]
         lines.append(f"end-to-end: skipped: {r['skipped']}" if "skipped" in r else
                      f"captioning caption: {_fmt(r['caption_images_per_s'])} images/s; encoder alone: "
-                     f"{_fmt(r['encoder_images_per_s'])} images/s ({r['images']} photos, beam {r['beam_size']})")
+                     f"{_fmt(r['encoder_images_per_s'])}; decoding alone: {_fmt(r['decoding_images_per_s'])} "
+                     f"(caption/encoder {r['caption_over_encoder']:.2f}; {r['images']} photos, beam "
+                     f"{r['beam_size']}, {r['words']} words)")
     return "\n".join(lines)
 
 
@@ -68,9 +70,11 @@ def markdown(report: dict) -> str:
                      f"(window {r['window']})", f"{_mib(r['full_bptt_bytes'])} / {_mib(r['truncated_bptt_bytes'])}"))
     if "end_to_end" in report and "skipped" not in report["end_to_end"]:
         r = report["end_to_end"]
-        rows.append((f"`captioning caption` images/s (lite0, beam {r['beam_size']}, batch {r['batch_size']})",
-                     _fmt(r["caption_images_per_s"])))
-        rows.append(("encoder alone images/s", _fmt(r["encoder_images_per_s"])))
+        rows.append((f"`captioning caption` images/s (lite0, beam {r['beam_size']}, {r['words']} words, batch "
+                     f"{r['batch_size']})", _fmt(r["caption_images_per_s"])))
+        rows.append(("encoder alone / decoding alone images/s",
+                     f"{_fmt(r['encoder_images_per_s'])} / {_fmt(r['decoding_images_per_s'])}"))
+        rows.append(("`captioning caption` ÷ encoder alone", f"{r['caption_over_encoder']:.2f}"))
     head = (f"Workload `{report['workload']}` on {m['cpu']}, {m['threads']} thread(s), {m['device']}"
             f"{', ' + m['gpu'] if 'gpu' in m else ''}, torch {m['torch']}, {report['clock']} clock.\n\n")
     return head + "| figure | value |\n| --- | --- |\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
