@@ -25,10 +25,14 @@ class StepDecoder(Protocol):
 
 @dataclass
 class Captions:
-    """Decoded token ids (B, T) padded with ``<PAD>`` after ``<END>``, and each caption's log-probability."""
+    """Decoded token ids (B, T) padded with ``<PAD>`` after ``<END>``, and each caption's log-probability.
+
+    ``token_log_probs`` (B, T), when returned, holds each chosen token's log-probability (0 after ``<END>``).
+    """
 
     tokens: Tensor
     scores: Tensor
+    token_log_probs: Tensor | None = None
 
 
 def _log_probs(logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -47,21 +51,21 @@ def _autoregress(decoder: StepDecoder, v: Tensor, max_len: int, choose) -> Capti
     state = decoder.init_state(v)
     tokens = v.new_full((b,), START, dtype=torch.long)
     done = torch.zeros(b, dtype=torch.bool, device=v.device)
-    scores = v.new_zeros(b, dtype=torch.float)
-    out = []
+    out, chosen = [], []
     for _ in range(max_len + 1):  # max_len words, then <END>
         logits, state = decoder.step(tokens, state)  # (B, V)
         logp = _log_probs(logits)
         if len(out) == max_len:  # out of words: force <END>
             logp = torch.where(torch.arange(logp.size(1), device=v.device) == END, 0.0, float("-inf")).expand_as(logp)
         tokens = choose(logp)  # (B,)
-        scores += torch.where(done, 0.0, logp.gather(1, tokens[:, None]).squeeze(1))
+        chosen.append(torch.where(done, 0.0, logp.gather(1, tokens[:, None]).squeeze(1)))  # (B,)
         tokens = tokens.masked_fill(done, PAD)  # finished captions are padded
         out.append(tokens)
-        done |= tokens == END
+        done = done | (tokens == END)
         if done.all():
             break
-    return Captions(torch.stack(out, dim=1), scores)
+    token_log_probs = torch.stack(chosen, dim=1)  # (B, T)
+    return Captions(torch.stack(out, dim=1), token_log_probs.sum(dim=1), token_log_probs)
 
 
 @torch.no_grad()
@@ -92,11 +96,18 @@ def sample(decoder: StepDecoder, v: Tensor, max_len: int = 20, temperature: floa
     Returns:
         Sampled captions; ``scores`` are their log-probabilities under the model (temperature 1).
     """
+    return sample_with_grad(decoder, v, max_len, temperature, top_k, generator)
+
+
+def sample_with_grad(decoder: StepDecoder, v: Tensor, max_len: int = 20, temperature: float = 1.0,
+                     top_k: int = 0, generator: torch.Generator | None = None) -> Captions:
+    """:func:`sample` that keeps the graph: ``scores`` and ``token_log_probs`` (B, T) are differentiable
+    log-probabilities of the sampled words under the model (temperature 1), for policy gradients."""
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
 
     def choose(logp: Tensor) -> Tensor:
-        logp = logp / temperature
+        logp = logp.detach() / temperature
         if top_k > 0:
             kth = logp.topk(min(top_k, logp.size(1)), dim=-1).values[:, -1:]  # (B, 1)
             logp = logp.masked_fill(logp < kth, float("-inf"))

@@ -9,6 +9,7 @@ import pytorch_lightning as L
 from torch.utils.data import DataLoader
 
 from captioning.data.coco import CaptionDataset, CaptionedImage, collate, read_caption_file
+from captioning.data.resumable import ResumableDataLoader, ResumableSampler
 from captioning.vocab import Vocabulary
 
 
@@ -75,9 +76,14 @@ class CaptionDataModule(L.LightningDataModule):
         train = stage == "train"
         dataset = CaptionDataset(self.images(stage), self.vocab, self.image_size, with_tokens=train,
                                  max_words=self.max_words)
-        return DataLoader(dataset, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
-                          num_workers=self.num_workers, collate_fn=collate, drop_last=False,
-                          persistent_workers=self.num_workers > 0, pin_memory=False)
+        options = dict(num_workers=self.num_workers, collate_fn=collate, drop_last=False,
+                       persistent_workers=self.num_workers > 0, pin_memory=False)
+        if not train:  # under DDP, Lightning splits these with its own DistributedSampler
+            return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, **options)
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        # Each rank's share of a (seed, epoch) permutation; resumable mid-epoch from a checkpoint.
+        return ResumableDataLoader(dataset, ResumableSampler(dataset, world, rank), self.batch_size, **options)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

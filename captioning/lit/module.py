@@ -49,12 +49,15 @@ class CaptioningModule(L.LightningModule):
         beam_size: 1 decodes greedily; larger runs batched beam search.
         length_penalty: Length-penalty exponent for beam search.
         num_examples: Decoded captions printed after each validation.
+        label_smoothing: Cross-entropy label smoothing (0 = none; 0.1 is common).
+        compile: Opt-in ``torch.compile`` of the encoder and decoder (``nn.Module.compile``, so checkpoint
+            keys are unchanged): ``True`` for the defaults, or a dict of ``torch.compile`` options.
     """
 
     def __init__(self, encoder: nn.Module, decoder: DecoderFactory, vocab: Vocabulary | None = None,
                  optimizer: OptimizerCallable = torch.optim.Adam, lr_scheduler: LRSchedulerCallable | None = None,
                  image_size: int = 224, max_len: int = 20, beam_size: int = 1, length_penalty: float = 0.0,
-                 num_examples: int = 3) -> None:
+                 num_examples: int = 3, label_smoothing: float = 0.0, compile: bool | dict = False) -> None:
         super().__init__()
         if vocab is None:
             raise ValueError("CaptioningModule needs the vocabulary (linked from the data module's 'vocab')")
@@ -63,16 +66,33 @@ class CaptioningModule(L.LightningModule):
         self.captioner = Captioner(encoder, decoder(len(vocab), encoder.out_dim))
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self._outputs: list[dict] = []
+        self.evaluation_rows: dict[int, dict] = {}  # the last evaluation's rows (e.g. for sample tables)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         tokens = batch["tokens"]  # (N, T): <START> w_1 … w_n <END> <PAD> …, N captions of B images
         v = self.captioner.encode(batch["image"])[batch["owner"]]  # (N, D): each image encoded once
         logits = self.captioner.decoder(v, tokens[:, :-1])  # (N, T-1, V)
-        loss = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), ignore_index=self.vocab.pad_id)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at global step {self.global_step}")
-        self.log("train/loss", loss, prog_bar=True, batch_size=tokens.size(0))
-        return loss
+        return self.token_mean_loss(logits, tokens[:, 1:])
+
+    def token_mean_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """Cross-entropy per non-pad token of the *global* batch (all ranks), logged and checked for NaN/inf.
+
+        Each rank divides its summed loss by the mean token count per rank, so DDP's gradient average equals
+        the gradient of the combined batch even when ranks hold different numbers of tokens. One all-reduce
+        of (tokens, summed loss) per step; in a single process this is the ordinary mean.
+
+        Args:
+            logits: Next-token logits, (N, T, V).
+            targets: Target tokens with ``<PAD>`` where nothing is predicted, (N, T).
+        """
+        summed = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=self.vocab.pad_id,
+                                 reduction="sum", label_smoothing=self.hparams.label_smoothing)
+        local = torch.stack([(targets != self.vocab.pad_id).sum().to(summed), summed.detach()])  # (2,)
+        tokens, total = self.trainer.strategy.reduce(local.clone(), reduce_op="sum").unbind()
+        if not torch.isfinite(total):  # the global value: every rank stops at the same step
+            raise FloatingPointError(f"loss is {(total / tokens).item()} at global step {self.global_step}")
+        self.log("train/loss", total / tokens, prog_bar=True, batch_size=targets.size(0))
+        return summed * self.trainer.world_size / tokens.clamp(min=1)
 
     def decode(self, images: Tensor) -> tuple[list[str], Tensor]:
         """Captions (as text) and their scores for an image batch."""
@@ -87,7 +107,7 @@ class CaptioningModule(L.LightningModule):
 
     def _evaluate_epoch_end(self, prefix: str) -> None:
         unique = gather_by_image(self._outputs, self.trainer.world_size)
-        self._outputs = []
+        self._outputs, self.evaluation_rows = [], unique
         if not unique or self.trainer.sanity_checking:
             return
         metrics = compute_caption_metrics({i: o["references"] for i, o in unique.items()},
@@ -114,6 +134,13 @@ class CaptioningModule(L.LightningModule):
         captions, scores = self.decode(batch["image"])
         return [{"image_id": i, "caption": c, "score": s}
                 for i, c, s in zip(batch["image_id"].tolist(), captions, scores.tolist())]
+
+    def configure_model(self) -> None:
+        if self.hparams.compile and not getattr(self, "_compiled", False):
+            options = self.hparams.compile if isinstance(self.hparams.compile, dict) else {}
+            self.captioner.encoder.compile(**options)
+            self.captioner.decoder.compile(**options)
+            self._compiled = True
 
     def configure_optimizers(self):
         optimizer = self.optimizer(p for p in self.parameters() if p.requires_grad)
