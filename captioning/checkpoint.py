@@ -60,3 +60,24 @@ def load_captioner(path: str | Path, map_location: str | torch.device = "cpu") -
         raise ValueError(f"{path}: weights do not match the stored configuration "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     return LoadedCaptioner(model.eval(), Vocabulary.from_dict(meta["vocab"]), int(meta["image_size"]), meta)
+
+
+def load_weights(model: Captioner, path: str | Path) -> None:
+    """Loads a training checkpoint's captioner weights into ``model`` (same architecture).
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ValueError: naming the file, when it is unreadable or its weights do not fit ``model``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with the file name
+        raise ValueError(f"{path}: not a readable checkpoint ({err})") from err
+    state = {k[len(PREFIX):]: t for k, t in ckpt.get("state_dict", {}).items() if k.startswith(PREFIX)}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not fit this model's configuration: {err}") from err

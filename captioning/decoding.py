@@ -116,6 +116,40 @@ def sample_with_grad(decoder: StepDecoder, v: Tensor, max_len: int = 20, tempera
     return _autoregress(decoder, v, max_len, choose)
 
 
+def scheduled_sampling(decoder: StepDecoder, v: Tensor, tokens: Tensor, prob: float,
+                       generator: torch.Generator | None = None) -> Tensor:
+    """Teacher forcing in which each input word after ``<START>`` is, with probability ``prob``, replaced by
+    a word sampled from the model's own previous prediction (Bengio et al. 2015).
+
+    Steps in Python (``decoder.step``), so it is slower than the fused teacher-forced ``decoder(v, tokens)``,
+    which it equals at ``prob = 0``. No gradient flows through the sampled words.
+
+    Args:
+        decoder: Anything with ``init_state(v)`` and ``step(tokens, state)``.
+        v: Pooled image features, (N, D).
+        tokens: Ground-truth input tokens ``<START> w_1 … w_n`` (padded), (N, T).
+        prob: Probability of feeding the model's own sample instead of the ground-truth word.
+        generator: Random generator, for reproducible choices.
+
+    Returns:
+        Next-token logits at every position, (N, T, V).
+    """
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"prob must be in [0, 1], got {prob}")
+    state = decoder.init_state(v)
+    inputs, outputs = tokens[:, 0], []
+    for t in range(tokens.size(1)):
+        if t > 0:
+            inputs = tokens[:, t]
+            if prob > 0:
+                own = torch.multinomial(_log_probs(logits.detach()).exp(), 1, generator=generator).squeeze(1)
+                replace = torch.rand(inputs.shape, generator=generator, device=inputs.device) < prob  # (N,)
+                inputs = torch.where(replace, own, inputs)
+        logits, state = decoder.step(inputs, state)  # (N, V)
+        outputs.append(logits)
+    return torch.stack(outputs, dim=1)  # (N, T, V)
+
+
 def length_penalty(lengths: Tensor, alpha: float) -> Tensor:
     """GNMT length normalizer ``((5 + len) / 6) ** alpha``; ``alpha = 0`` ranks by raw log-probability."""
     return ((5.0 + lengths.float()) / 6.0) ** alpha

@@ -31,8 +31,8 @@ def _run(root: Path, out: Path, devices: int) -> dict:
             "--trainer.accelerator=cpu", f"--trainer.devices={devices}", "--trainer.precision=32-true",
             "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
             "--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={out}"]
-    if devices > 1:
-        args.append("--trainer.strategy=ddp")
+    if devices > 1:  # worker processes on each rank too
+        args += ["--trainer.strategy=ddp", "--data.init_args.num_workers=1"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -4,6 +4,7 @@ logger records the resolved config; the API key is never written."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -32,10 +33,15 @@ def test_wandb_offline_run_holds_history_config_and_samples_without_the_key(
                        "WANDB_CACHE_DIR": tmp_path / "cache", "WANDB_CONFIG_DIR": tmp_path / "config",
                        "WANDB_SILENT": "true"}.items():
         monkeypatch.setenv(var, str(value))
-    _fit(tiny_shapes, tmp_path, "--config", str(REPO / "configs/logger/wandb.yaml"),
-         f"--trainer.logger.init_args.save_dir={tmp_path}")
+    cli = _fit(tiny_shapes, tmp_path, "--config", str(REPO / "configs/logger/wandb.yaml"),
+               f"--trainer.logger.init_args.save_dir={tmp_path}")
+    cli.trainer.logger.experiment.finish()
     wandb.finish()
     run_file = next(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    for _ in range(60):  # the wandb service may still be writing the run file
+        if any(r.WhichOneof("record_type") == "exit" for r in records(run_file)):
+            break
+        time.sleep(0.5)
     keys = history_keys(run_file)
     assert {"train/loss", "val/Bleu_4", "val/CIDEr", "trainer/global_step"} <= keys
     assert any(k.startswith("val/samples/") for k in keys)  # the table, stored as a run artifact

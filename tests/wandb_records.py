@@ -25,6 +25,8 @@ def records(path: Path) -> Iterator[wandb_internal_pb2.Record]:
         if room < HEADER or (length == 0 and kind == 0):  # block padding
             pos += room
             continue
+        if pos + HEADER + length > len(data):  # still being written
+            return
         chunk += data[pos + HEADER:pos + HEADER + length]
         pos += HEADER + length
         if kind in (FULL, LAST):

@@ -11,7 +11,8 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from captioning.checkpoint import KEY, captioner_meta
+from captioning.checkpoint import KEY, captioner_meta, load_weights
+from captioning.lit.objectives import Objective
 from captioning.metrics import compute_caption_metrics
 from captioning.models.captioner import Captioner
 from captioning.vocab import Vocabulary
@@ -50,6 +51,10 @@ class CaptioningModule(L.LightningModule):
         length_penalty: Length-penalty exponent for beam search.
         num_examples: Decoded captions printed after each validation.
         label_smoothing: Cross-entropy label smoothing (0 = none; 0.1 is common).
+        objective: Training loss other than cross-entropy, called as ``objective(module, batch)``, e.g.
+            :class:`captioning.lit.scst.SelfCritical`.
+        init_weights: Checkpoint whose captioner weights initialize the model (e.g. a cross-entropy model
+            to fine-tune with SCST); unlike ``--ckpt_path`` it restores no optimizer or loop state.
         compile: Opt-in ``torch.compile`` of the encoder and decoder (``nn.Module.compile``, so checkpoint
             keys are unchanged): ``True`` for the defaults, or a dict of ``torch.compile`` options.
     """
@@ -57,29 +62,31 @@ class CaptioningModule(L.LightningModule):
     def __init__(self, encoder: nn.Module, decoder: DecoderFactory, vocab: Vocabulary | None = None,
                  optimizer: OptimizerCallable = torch.optim.Adam, lr_scheduler: LRSchedulerCallable | None = None,
                  image_size: int = 224, max_len: int = 20, beam_size: int = 1, length_penalty: float = 0.0,
-                 num_examples: int = 3, label_smoothing: float = 0.0, compile: bool | dict = False) -> None:
+                 num_examples: int = 3, label_smoothing: float = 0.0,
+                 objective: Objective | None = None, init_weights: str | None = None,
+                 compile: bool | dict = False) -> None:
         super().__init__()
         if vocab is None:
             raise ValueError("CaptioningModule needs the vocabulary (linked from the data module's 'vocab')")
-        self.save_hyperparameters(ignore=["encoder", "decoder", "vocab", "optimizer", "lr_scheduler"])
+        self.save_hyperparameters(ignore=["encoder", "decoder", "vocab", "optimizer", "lr_scheduler", "objective"])
         self.vocab = vocab
         self.captioner = Captioner(encoder, decoder(len(vocab), encoder.out_dim))
-        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        self.optimizer, self.lr_scheduler, self.objective = optimizer, lr_scheduler, objective
+        if init_weights:
+            load_weights(self.captioner, init_weights)
         self._outputs: list[dict] = []
         self.evaluation_rows: dict[int, dict] = {}  # the last evaluation's rows (e.g. for sample tables)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        if self.objective is not None:
+            return self.objective(self, batch)
         tokens = batch["tokens"]  # (N, T): <START> w_1 … w_n <END> <PAD> …, N captions of B images
         v = self.captioner.encode(batch["image"])[batch["owner"]]  # (N, D): each image encoded once
         logits = self.captioner.decoder(v, tokens[:, :-1])  # (N, T-1, V)
         return self.token_mean_loss(logits, tokens[:, 1:])
 
     def token_mean_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """Cross-entropy per non-pad token of the *global* batch (all ranks), logged and checked for NaN/inf.
-
-        Each rank divides its summed loss by the mean token count per rank, so DDP's gradient average equals
-        the gradient of the combined batch even when ranks hold different numbers of tokens. One all-reduce
-        of (tokens, summed loss) per step; in a single process this is the ordinary mean.
+        """Cross-entropy per non-pad token of the global batch (all ranks); see :meth:`global_token_mean`.
 
         Args:
             logits: Next-token logits, (N, T, V).
@@ -87,11 +94,21 @@ class CaptioningModule(L.LightningModule):
         """
         summed = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=self.vocab.pad_id,
                                  reduction="sum", label_smoothing=self.hparams.label_smoothing)
-        local = torch.stack([(targets != self.vocab.pad_id).sum().to(summed), summed.detach()])  # (2,)
+        return self.global_token_mean(summed, (targets != self.vocab.pad_id).sum(), "train/loss")
+
+    def global_token_mean(self, summed: Tensor, count: Tensor, name: str) -> Tensor:
+        """The loss to back-propagate for a per-token loss summed over this rank's ``count`` tokens.
+
+        Each rank divides by the mean token count per rank, so DDP's gradient average equals the gradient of
+        the combined batch even when ranks hold different numbers of tokens (one all-reduce per step; in a
+        single process this is the ordinary mean). The global mean is logged as ``name`` and checked:
+        a NaN/inf stops training on every rank at the same step.
+        """
+        local = torch.stack([count.to(summed), summed.detach()])  # (2,)
         tokens, total = self.trainer.strategy.reduce(local.clone(), reduce_op="sum").unbind()
-        if not torch.isfinite(total):  # the global value: every rank stops at the same step
+        if not torch.isfinite(total):
             raise FloatingPointError(f"loss is {(total / tokens).item()} at global step {self.global_step}")
-        self.log("train/loss", total / tokens, prog_bar=True, batch_size=targets.size(0))
+        self.log(name, total / tokens.clamp(min=1), prog_bar=True, batch_size=int(count))
         return summed * self.trainer.world_size / tokens.clamp(min=1)
 
     def decode(self, images: Tensor) -> tuple[list[str], Tensor]:
