@@ -69,6 +69,8 @@ def test_scst_fine_tunes_a_cross_entropy_checkpoint_from_config(tiny_shapes: Pat
     assert {"train/scst_loss", "train/sample_cider", "train/greedy_cider", "val/CIDEr"} <= set(logged)
     assert not torch.equal(scst.model.state_dict()["captioner.decoder.out.weight"],
                            start["captioner.decoder.out.weight"])
+    assert torch.equal(scst.model.state_dict()["captioner.encoder.fc.1.weight"],
+                       start["captioner.encoder.fc.1.weight"])  # by default only the decoder is fine-tuned
     assert (tmp_path / "scst" / "cider_d_train_df.json").is_file()
 
 

@@ -26,6 +26,11 @@ from captioning.metrics import CiderDStatistics, tokenize
 from captioning.metrics.reward import cider_d_scores
 
 
+def _scored(caption: str) -> str:
+    """A caption tokenized as the metrics tokenize (punctuation dropped), like the references."""
+    return " ".join(tokenize(caption))
+
+
 def training_statistics(references: list[list[str]], cache: Path | None = None) -> CiderDStatistics:
     """CIDEr-D document frequencies of tokenized training references, read from ``cache`` when it was
     written for the same references, else computed (and written to ``cache``)."""
@@ -51,18 +56,22 @@ class SelfCritical(Objective):
         temperature: Sampling temperature (the policy gradient uses temperature-1 log-probabilities).
         stats_cache: JSON file caching the training set's CIDEr-D document frequencies; default
             ``<default_root_dir>/cider_d_train_df.json``.
+        train_encoder: Let the policy gradient reach the encoder; by default only the decoder is
+            fine-tuned, as with the fixed CNN features of Rennie et al.
     """
 
-    def __init__(self, num_samples: int = 5, temperature: float = 1.0, stats_cache: str | None = None) -> None:
+    def __init__(self, num_samples: int = 5, temperature: float = 1.0, stats_cache: str | None = None,
+                 train_encoder: bool = False) -> None:
         if num_samples < 1:
             raise ValueError(f"num_samples must be at least 1, got {num_samples}")
         self.num_samples, self.temperature, self.stats_cache = num_samples, temperature, stats_cache
+        self.train_encoder = train_encoder
         self.stats: CiderDStatistics | None = None
         self._references: dict[int, list[str]] = {}  # image id -> tokenized references
 
     def _prepare(self, module) -> None:
         images = module.trainer.datamodule.images("train")
-        references = [[" ".join(tokenize(c)) for c in im.captions] for im in images]
+        references = [[_scored(c) for c in im.captions] for im in images]
         self._references = {im.image_id: refs for im, refs in zip(images, references)}
         cache = Path(self.stats_cache or Path(module.trainer.default_root_dir) / "cider_d_train_df.json")
         self.stats = training_statistics(references, cache)
@@ -73,11 +82,12 @@ class SelfCritical(Objective):
             self._prepare(module)
         n, max_len = self.num_samples, module.hparams.max_len
         decoder, vocab = module.captioner.decoder, module.vocab
-        v = module.captioner.encode(batch["image"])  # (B, D)
+        with torch.set_grad_enabled(self.train_encoder):
+            v = module.captioner.encode(batch["image"])  # (B, D)
         with torch.no_grad():
-            baseline = [vocab.decode(r) for r in greedy(decoder, v, max_len).tokens.tolist()]
+            baseline = [_scored(vocab.decode(r)) for r in greedy(decoder, v, max_len).tokens.tolist()]
         sampled = sample_with_grad(decoder, v.repeat_interleave(n, dim=0), max_len, self.temperature)  # B*n
-        texts = [vocab.decode(r) for r in sampled.tokens.tolist()]
+        texts = [_scored(vocab.decode(r)) for r in sampled.tokens.tolist()]
         refs = [self._references[i] for i in batch["image_id"].tolist()]  # per image
         base = cider_d_scores(baseline, refs, self.stats)
         reward = cider_d_scores(texts, [r for r in refs for _ in range(n)], self.stats)
