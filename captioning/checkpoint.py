@@ -72,3 +72,24 @@ def save_captioner(path: str | Path, model: Captioner, vocab: Vocabulary, image_
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
     return Path(path)
+
+
+def load_weights(model: Captioner, path: str | Path) -> None:
+    """Loads a training checkpoint's captioner weights into ``model`` (same architecture).
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ValueError: naming the file, when it is unreadable or its weights do not fit ``model``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with the file name
+        raise ValueError(f"{path}: not a readable checkpoint ({err})") from err
+    state = {k[len(PREFIX):]: t for k, t in ckpt.get("state_dict", {}).items() if k.startswith(PREFIX)}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not fit this model's configuration: {err}") from err

@@ -13,6 +13,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from captioning.data.datamodule import CaptionDataModule
 from captioning.lit.module import CaptioningModule
+from captioning.lit.tracking import LogConfigToLoggers
 
 COMMANDS: dict[str, str] = {  # subcommand -> "module:function" taking argv
     "lab": "captioning.lab.cli:main",
@@ -38,7 +39,8 @@ class CaptioningCLI(LightningCLI):
 def cli_main(args: list[str] | None = None, run: bool = True) -> CaptioningCLI:
     """Runs the LightningCLI on ``args`` (default: the command line) and returns it."""
     return CaptioningCLI(CaptioningModule, CaptionDataModule, subclass_mode_data=True,
-                         save_config_kwargs={"overwrite": True}, args=args, run=run)
+                         save_config_callback=LogConfigToLoggers, save_config_kwargs={"overwrite": True},
+                         args=args, run=run)
 
 
 def main(argv: list[str] | None = None) -> None:

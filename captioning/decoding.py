@@ -26,10 +26,14 @@ class StepDecoder(Protocol):
 
 @dataclass
 class Captions:
-    """Decoded token ids (B, T) padded with ``<PAD>`` after ``<END>``, and each caption's log-probability."""
+    """Decoded token ids (B, T) padded with ``<PAD>`` after ``<END>``, and each caption's log-probability.
+
+    ``token_log_probs`` (B, T), when returned, holds each chosen token's log-probability (0 after ``<END>``).
+    """
 
     tokens: Tensor
     scores: Tensor
+    token_log_probs: Tensor | None = None
 
 
 def _log_probs(logits: Tensor) -> Tensor:
@@ -53,7 +57,7 @@ def _autoregress(decoder: StepDecoder, v: Tensor, max_len: int, choose) -> Capti
     tokens = v.new_full((b,), START, dtype=torch.long)
     rows = torch.arange(b, device=v.device)  # the caption of every row still decoding
     out = torch.full((b, max_len + 1), PAD, dtype=torch.long, device=v.device)
-    scores = v.new_zeros(b, dtype=torch.float)
+    chosen = v.new_zeros(b, max_len + 1, dtype=torch.float)  # each chosen word's log-probability
     for t in range(max_len + 1):  # max_len words, then <END>
         if t == max_len:  # out of words: <END> has probability 1, no step needed
             out[rows, t] = END
@@ -61,7 +65,7 @@ def _autoregress(decoder: StepDecoder, v: Tensor, max_len: int, choose) -> Capti
         logits, state = decoder.step(tokens, state)  # (A, V): A unfinished captions
         logp = _log_probs(logits)  # (A, V)
         tokens = choose(logp)  # (A,)
-        scores.index_add_(0, rows, logp.gather(1, tokens[:, None]).squeeze(1))
+        chosen[rows, t] = logp.gather(1, tokens[:, None]).squeeze(1)  # in place: autograd records it too
         out[rows, t] = tokens
         live = tokens != END
         if not live.all():
@@ -69,7 +73,8 @@ def _autoregress(decoder: StepDecoder, v: Tensor, max_len: int, choose) -> Capti
                 break
             keep = live.nonzero().squeeze(1)
             rows, tokens, state = rows[keep], tokens[keep], _reorder(state, keep)
-    return Captions(out[:, : t + 1], scores)
+    token_log_probs = chosen[:, : t + 1]  # (B, T)
+    return Captions(out[:, : t + 1], token_log_probs.sum(dim=1), token_log_probs)
 
 
 @torch.no_grad()
@@ -100,17 +105,59 @@ def sample(decoder: StepDecoder, v: Tensor, max_len: int = 20, temperature: floa
     Returns:
         Sampled captions; ``scores`` are their log-probabilities under the model (temperature 1).
     """
+    return sample_with_grad(decoder, v, max_len, temperature, top_k, generator)
+
+
+def sample_with_grad(decoder: StepDecoder, v: Tensor, max_len: int = 20, temperature: float = 1.0,
+                     top_k: int = 0, generator: torch.Generator | None = None) -> Captions:
+    """:func:`sample` that keeps the graph: ``scores`` and ``token_log_probs`` (B, T) are differentiable
+    log-probabilities of the sampled words under the model (temperature 1), for policy gradients."""
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
 
     def choose(logp: Tensor) -> Tensor:
-        logp = logp / temperature
+        logp = logp.detach() / temperature
         if top_k > 0:
             kth = logp.topk(min(top_k, logp.size(1)), dim=-1).values[:, -1:]  # (B, 1)
             logp = logp.masked_fill(logp < kth, float("-inf"))
         return torch.multinomial(logp.softmax(dim=-1), 1, generator=generator).squeeze(1)
 
     return _autoregress(decoder, v, max_len, choose)
+
+
+def scheduled_sampling(decoder: StepDecoder, v: Tensor, tokens: Tensor, prob: float,
+                       generator: torch.Generator | None = None) -> Tensor:
+    """Teacher forcing in which each input word after ``<START>`` is, with probability ``prob``, replaced by
+    a word sampled from the model's own previous prediction (Bengio et al. 2015).
+
+    Steps in Python (``decoder.step``), so it is slower than the fused teacher-forced ``decoder(v, tokens)``,
+    which it equals at ``prob = 0``. No gradient flows through the sampled words.
+
+    Args:
+        decoder: Anything with ``init_state(v)`` and ``step(tokens, state)``.
+        v: Pooled image features, (N, D).
+        tokens: Ground-truth input tokens ``<START> w_1 … w_n`` (padded), (N, T).
+        prob: Probability of feeding the model's own sample instead of the ground-truth word.
+        generator: Random generator, for reproducible choices.
+
+    Returns:
+        Next-token logits at every position, (N, T, V).
+    """
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"prob must be in [0, 1], got {prob}")
+    state = decoder.init_state(v)
+    inputs, outputs = tokens[:, 0], []
+    for t in range(tokens.size(1)):
+        if t > 0:
+            inputs = tokens[:, t]
+            if prob > 0:
+                probs = _log_probs(logits.detach().clone()).exp()  # a copy: _log_probs masks in place  # (N, V)
+                own = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+                replace = torch.rand(inputs.shape, generator=generator, device=inputs.device) < prob  # (N,)
+                inputs = torch.where(replace, own, inputs)
+        logits, state = decoder.step(inputs, state)  # (N, V)
+        outputs.append(logits)
+    return torch.stack(outputs, dim=1)  # (N, T, V)
 
 
 def length_penalty(lengths: Tensor, alpha: float) -> Tensor:

@@ -16,6 +16,7 @@ from captioning.data.coco import (
     read_instance_categories,
 )
 from captioning.data.features import FeatureCache
+from captioning.data.resumable import ResumableDataLoader, ResumableSampler
 from captioning.vocab import Vocabulary
 
 
@@ -119,9 +120,14 @@ class CaptionDataModule(L.LightningDataModule):
         dataset = CaptionDataset(self.images(stage), self.vocab, self.image_size, with_tokens=train,
                                  max_words=self.max_words, categories=None if train else self.categories(stage),
                                  features=features)
-        return DataLoader(dataset, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
-                          num_workers=self.num_workers, collate_fn=collate, drop_last=False,
-                          persistent_workers=self.num_workers > 0, pin_memory=False)
+        options = dict(num_workers=self.num_workers, collate_fn=collate, drop_last=False,
+                       persistent_workers=self.num_workers > 0, pin_memory=False)
+        if not train:  # under DDP, Lightning splits these with its own DistributedSampler
+            return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, **options)
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        # Each rank's share of a (seed, epoch) permutation; resumable mid-epoch from a checkpoint.
+        return ResumableDataLoader(dataset, ResumableSampler(dataset, world, rank), self.batch_size, **options)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

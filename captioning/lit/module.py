@@ -11,8 +11,9 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from captioning.checkpoint import KEY, captioner_meta
+from captioning.checkpoint import KEY, captioner_meta, load_weights
 from captioning.features import check_identity
+from captioning.lit.objectives import Objective
 from captioning.metrics import compute_caption_metrics
 from captioning.metrics.chair import Chair
 from captioning.models.captioner import Captioner
@@ -56,37 +57,73 @@ class CaptioningModule(L.LightningModule):
         chair_mode: ``reference`` (the published CHAIR numbers) or ``fixed`` (its quirks fixed).
         cached_features: Linked from the data module: the record of the feature cache its batches come from
             (``None`` without one); checked against the encoder, whose forward pass is then skipped.
+        label_smoothing: Cross-entropy label smoothing (0 = none; 0.1 is common).
+        objective: Training loss other than cross-entropy, called as ``objective(module, batch)``, e.g.
+            :class:`captioning.lit.scst.SelfCritical`.
+        init_weights: Checkpoint whose captioner weights initialize the model (e.g. a cross-entropy model
+            to fine-tune with SCST); unlike ``--ckpt_path`` it restores no optimizer or loop state.
+        compile: Opt-in ``torch.compile`` of the encoder and decoder (``nn.Module.compile``, so checkpoint
+            keys are unchanged): ``True`` for the defaults, or a dict of ``torch.compile`` options.
     """
 
     def __init__(self, encoder: nn.Module, decoder: DecoderFactory, vocab: Vocabulary | None = None,
                  optimizer: OptimizerCallable = torch.optim.Adam, lr_scheduler: LRSchedulerCallable | None = None,
                  image_size: int = 224, max_len: int = 20, beam_size: int = 1, length_penalty: float = 0.0,
                  num_examples: int = 3, synonyms: str | None = None, chair_mode: str = "reference",
-                 cached_features: dict | None = None) -> None:
+                 cached_features: dict | None = None, label_smoothing: float = 0.0,
+                 objective: Objective | None = None, init_weights: str | None = None,
+                 compile: bool | dict = False) -> None:
         super().__init__()
         if vocab is None:
             raise ValueError("CaptioningModule needs the vocabulary (linked from the data module's 'vocab')")
         if cached_features is not None:
             check_identity(cached_features, encoder, image_size)
         self.save_hyperparameters(ignore=["encoder", "decoder", "vocab", "optimizer", "lr_scheduler",
-                                          "cached_features"])
+                                          "cached_features", "objective"])
         self.cached_features = cached_features
         self.vocab = vocab
         self.captioner = Captioner(encoder, decoder(len(vocab), encoder.out_dim))
-        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        self.optimizer, self.lr_scheduler, self.objective = optimizer, lr_scheduler, objective
+        if init_weights:
+            load_weights(self.captioner, init_weights)
         self._outputs: list[dict] = []
         self._chair = Chair.from_file(synonyms, mode=chair_mode) if synonyms else None
         self._chair_truth: dict[int, set[str]] = {}  # image id -> CHAIR ground-truth categories
+        self.evaluation_rows: dict[int, dict] = {}  # the last evaluation's rows (e.g. for sample tables)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        if self.objective is not None:
+            return self.objective(self, batch)
         tokens = batch["tokens"]  # (N, T): <START> w_1 … w_n <END> <PAD> …, N captions of B images
         v = self.features(batch)[batch["owner"]]  # (N, D): each image encoded once
         logits = self.captioner.decoder(v, tokens[:, :-1])  # (N, T-1, V)
-        loss = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), ignore_index=self.vocab.pad_id)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at global step {self.global_step}")
-        self.log("train/loss", loss, prog_bar=True, batch_size=tokens.size(0))
-        return loss
+        return self.token_mean_loss(logits, tokens[:, 1:])
+
+    def token_mean_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """Cross-entropy per non-pad token of the global batch (all ranks); see :meth:`global_token_mean`.
+
+        Args:
+            logits: Next-token logits, (N, T, V).
+            targets: Target tokens with ``<PAD>`` where nothing is predicted, (N, T).
+        """
+        summed = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=self.vocab.pad_id,
+                                 reduction="sum", label_smoothing=self.hparams.label_smoothing)
+        return self.global_token_mean(summed, (targets != self.vocab.pad_id).sum(), "train/loss")
+
+    def global_token_mean(self, summed: Tensor, count: Tensor, name: str) -> Tensor:
+        """The loss to back-propagate for a per-token loss summed over this rank's ``count`` tokens.
+
+        Each rank divides by the mean token count per rank, so DDP's gradient average equals the gradient of
+        the combined batch even when ranks hold different numbers of tokens (one all-reduce per step; in a
+        single process this is the ordinary mean). The global mean is logged as ``name`` and checked:
+        a NaN/inf stops training on every rank at the same step.
+        """
+        local = torch.stack([count.to(summed), summed.detach()])  # (2,)
+        tokens, total = self.trainer.strategy.reduce(local.clone(), reduce_op="sum").unbind()
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"loss is {(total / tokens).item()} at global step {self.global_step}")
+        self.log(name, total / tokens.clamp(min=1), prog_bar=True, batch_size=int(count))
+        return summed * self.trainer.world_size / tokens.clamp(min=1)
 
     def features(self, batch: dict) -> Tensor:
         """Pooled features (B, D) of a batch: the encoder's, or the cache's when the batch carries them."""
@@ -113,7 +150,7 @@ class CaptioningModule(L.LightningModule):
 
     def _evaluate_epoch_end(self, prefix: str) -> None:
         unique = gather_by_image(self._outputs, self.trainer.world_size)
-        self._outputs = []
+        self._outputs, self.evaluation_rows = [], unique
         if not unique or self.trainer.sanity_checking:
             return
         metrics = compute_caption_metrics({i: o["references"] for i, o in unique.items()},
@@ -133,6 +170,8 @@ class CaptioningModule(L.LightningModule):
             if i not in self._chair_truth:
                 self._chair_truth[i] = self._chair.ground_truth(row["categories"], row["references"])
         result = self._chair.evaluate({i: row["caption"] for i, row in rows.items()}, self._chair_truth)
+        for i, row in rows.items():  # e.g. a column of the W&B sample table
+            row["hallucinated"] = [m.word for m in result.per_image[i].hallucinated]
         return {"CHAIRs": result.chair_s, "CHAIRi": result.chair_i}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -151,6 +190,13 @@ class CaptioningModule(L.LightningModule):
         captions, scores = self.decode(features=self.features(batch))
         return [{"image_id": i, "caption": c, "score": s}
                 for i, c, s in zip(batch["image_id"].tolist(), captions, scores.tolist())]
+
+    def configure_model(self) -> None:
+        if self.hparams.compile and not getattr(self, "_compiled", False):
+            options = self.hparams.compile if isinstance(self.hparams.compile, dict) else {}
+            self.captioner.encoder.compile(**options)
+            self.captioner.decoder.compile(**options)
+            self._compiled = True
 
     def configure_optimizers(self):
         optimizer = self.optimizer(p for p in self.parameters() if p.requires_grad)
