@@ -43,13 +43,17 @@ def test_wandb_offline_run_holds_history_config_and_samples_without_the_key(
             break
         time.sleep(0.5)
     keys = history_keys(run_file)
-    assert {"train/loss", "val/Bleu_4", "val/CIDEr", "trainer/global_step"} <= keys
+    assert {"train/loss", "val/Bleu_4", "val/CIDEr", "val/CHAIRs", "val/CHAIRi", "trainer/global_step"} <= keys
     assert any(k.startswith("val/samples/") for k in keys)  # the table, stored as a run artifact
     config = [r.config for r in records(run_file) if r.WhichOneof("record_type") == "config"]
     logged = {item.key: item.value_json for c in config for item in c.update}
     assert json.loads(logged["config"])["model"]["decoder"]["init_args"]["cell"] == "lstm"  # resolved config
     table = json.loads(next(run_file.parent.glob("files/media/table/val/samples_*.table.json")).read_text())
-    assert table["columns"] == ["image", "image_id", "caption", "references"] and len(table["data"]) == 6
+    columns = ["image", "image_id", "caption", "references", "categories", "hallucinated"]
+    assert table["columns"] == columns and len(table["data"]) == 6
+    for row in table["data"]:  # lists are joined with ", "; hallucinated: caption words naming absent shapes
+        caption, truth, hallucinated = row[2], row[4].split(", "), [w for w in row[5].split(", ") if w]
+        assert all(word in caption and word not in truth for word in hallucinated), row
     leaked = [p for p in tmp_path.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
     assert not leaked
 
