@@ -16,6 +16,8 @@ from captioning.lit.module import CaptioningModule
 
 COMMANDS: dict[str, str] = {  # subcommand -> "module:function" taking argv
     "lab": "captioning.lab.cli:main",
+    "vqa": "captioning.vqa_cli:main",
+    "vqa-evaluate": "captioning.vqa_cli:evaluate_main",
 }
 
 
