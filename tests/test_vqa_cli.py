@@ -63,6 +63,8 @@ def test_fit_logs_official_accuracy_and_saves_vocabularies(fitted) -> None:
     ckpt = torch.load(last_checkpoint(cli.trainer), weights_only=True)
     assert ckpt["vqa"]["answers"]["itos"] == cli.datamodule.answer_vocab.itos
     assert ckpt["vqa"]["vocab"]["itos"] == cli.datamodule.vocab.itos
+    tested = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    assert 0.0 <= tested["test/accuracy"] <= 100.0 and "test/accuracy_yes_no" in tested
 
 
 def test_predict_writes_a_results_file_that_vqa_evaluate_scores(fitted, tmp_path: Path, capsys) -> None:
