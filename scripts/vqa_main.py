@@ -1,6 +1,6 @@
 """The VQA main job: build the shapes VQA set, train the default VQA model, answer the test split, evaluate.
 
-Usage: ``python scripts/vqa_main.py [--config configs/vqa/shapes.yaml] [--out runs/vqa_main] [--key=value …]``
+Usage: ``python scripts/vqa_main.py [--config configs/vqa/shapes.yaml …] [--out runs/vqa_main] [--key=value …]``
 (other ``--key=value`` arguments go to ``captioning vqa fit``).
 Writes ``OUT/vqa_results_test.json`` (official results format), ``OUT/vqa_metrics_test.json`` (as
 ``captioning vqa-evaluate --output``) and the checkpoints under ``OUT/``.
@@ -28,7 +28,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     """This script's options, and the remaining arguments, passed on to ``captioning vqa fit``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      epilog="Other arguments go to `captioning vqa fit`, e.g. --trainer.max_epochs=2.")
-    parser.add_argument("--config", default="configs/vqa/shapes.yaml", help="LightningCLI config to train")
+    parser.add_argument("--config", action="append", help="LightningCLI config to train (repeat to layer "
+                        "configs); default configs/vqa/shapes.yaml")
     parser.add_argument("--out", default="runs/vqa_main", help="output folder (checkpoints, results, metrics)")
     return parser.parse_known_args(argv)
 
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     with warnings.catch_warnings():  # this script's own options are in sys.argv, not LightningCLI's
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        cli = vqa_cli_main(["fit", "--config", args.config, f"--trainer.default_root_dir={args.out}", *overrides])
+        configs = [arg for path in args.config or ["configs/vqa/shapes.yaml"] for arg in ("--config", path)]
+        cli = vqa_cli_main(["fit", *configs, f"--trainer.default_root_dir={args.out}", *overrides])
     trained = time.perf_counter()
     ckpt = cli.trainer.checkpoint_callback.best_model_path or cli.trainer.checkpoint_callback.last_model_path
     model = cli.model
