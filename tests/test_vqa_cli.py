@@ -100,12 +100,13 @@ def test_vqa_evaluate_reports_bad_results_without_writing(fitted, tmp_path: Path
     assert not (tmp_path / "m.json").exists()
 
 
-def test_attention_fusion_config_smoke_fit(fitted, tmp_path: Path) -> None:
+def test_product_fusion_config_smoke_fit(fitted, tmp_path: Path) -> None:
     _, root, _ = fitted
+    assert isinstance(fitted[0].model.model.fusion, AttentionFusion)  # the default
     cli = vqa_cli_main(["fit", "--config", str(REPO / "configs/vqa/shapes.yaml"),
-                        "--config", str(REPO / "configs/vqa/attention.yaml"), *shapes_overrides(root),
+                        "--config", str(REPO / "configs/vqa/product.yaml"), *shapes_overrides(root),
                         f"--trainer.default_root_dir={tmp_path}", "--trainer.fast_dev_run=1", *QUIET])
-    assert isinstance(cli.model.model.fusion, AttentionFusion)
+    assert isinstance(cli.model.model.fusion, ProductFusion)
     assert torch.isfinite(cli.trainer.logged_metrics["train/loss"])
 
 
