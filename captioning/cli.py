@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {  # subcommand -> "module:function" taking argv
     "benchmark": "captioning.benchmark.cli:main",
     "caption": "captioning.caption:main",
     "features": "captioning.features:main",
+    "vqa": "captioning.vqa_cli:main",
+    "vqa-evaluate": "captioning.vqa_cli:evaluate_main",
 }
 
 

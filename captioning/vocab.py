@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from functools import lru_cache
 from typing import Iterable, Sequence
 
 from nltk.tokenize import TreebankWordTokenizer
@@ -15,7 +16,13 @@ _TOKENIZER = TreebankWordTokenizer()  # rule-based: needs no downloaded nltk dat
 
 def tokenize(text: str) -> list[str]:
     """Lower-cases and splits a caption into Treebank-style word tokens."""
-    return _TOKENIZER.tokenize(text.lower().strip())
+    return list(_tokenize_cached(text))
+
+
+@lru_cache(maxsize=1 << 16)
+def _tokenize_cached(text: str) -> tuple[str, ...]:
+    # Questions and captions repeat a lot (VQA: "what color is the ..."); the Treebank regexes are slow.
+    return tuple(_TOKENIZER.tokenize(text.lower().strip()))
 
 
 class Vocabulary:
