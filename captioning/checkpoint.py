@@ -40,13 +40,8 @@ def load_captioner(path: str | Path, map_location: str | torch.device = "cpu") -
         ValueError: naming the file and the missing or bad entry.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"{path}: not a readable checkpoint ({err})") from err
-    meta = ckpt.get(KEY) if isinstance(ckpt, dict) else None
+    ckpt = _read(path, map_location)
+    meta = ckpt.get(KEY)
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: no {KEY!r} entry (vocabulary and model configuration); "
                          f"was it written by this codebase?")
@@ -54,8 +49,7 @@ def load_captioner(path: str | Path, map_location: str | torch.device = "cpu") -
         if field not in meta:
             raise ValueError(f"{path}: entry {KEY!r} has no field {field!r}")
     model = Captioner(build_encoder(meta["encoder"], from_checkpoint=True), RNNDecoder(**meta["decoder"]))
-    state = {k[len(PREFIX):]: t for k, t in ckpt.get("state_dict", {}).items() if k.startswith(PREFIX)}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = model.load_state_dict(_captioner_state(ckpt), strict=False)
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not match the stored configuration "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
@@ -82,14 +76,26 @@ def load_weights(model: Captioner, path: str | Path) -> None:
         ValueError: naming the file, when it is unreadable or its weights do not fit ``model``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"{path}: not a readable checkpoint ({err})") from err
-    state = {k[len(PREFIX):]: t for k, t in ckpt.get("state_dict", {}).items() if k.startswith(PREFIX)}
+    state = _captioner_state(_read(path, "cpu"))
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise ValueError(f"{path}: weights do not fit this model's configuration: {err}") from err
+
+
+def _read(path: Path, map_location: str | torch.device) -> dict:
+    """A checkpoint's content (``torch.load(weights_only=True)``); errors name the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with the file name
+        raise ValueError(f"{path}: not a readable checkpoint ({err})") from err
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: not a training checkpoint (expected a dict, got {type(ckpt).__name__})")
+    return ckpt
+
+
+def _captioner_state(ckpt: dict) -> dict:
+    """The captioner's weights in a training checkpoint, without the LightningModule's prefix."""
+    return {k[len(PREFIX):]: t for k, t in ckpt.get("state_dict", {}).items() if k.startswith(PREFIX)}
