@@ -34,6 +34,36 @@ def test_model_answers_every_question_of_each_image(fusion) -> None:
         assert weights.shape == (3, 4) and torch.allclose(weights.sum(-1), torch.ones(3))
 
 
+def test_attention_fusion_glimpses_coordinates_and_counts() -> None:
+    fusion = AttentionFusion(6, 0, 5, fused_dim=7, attention_dim=4, glimpses=3, coordinates=True, counts=True)
+    q, grid = torch.randn(2, 6), torch.randn(2, 4, 5)  # (Q, Dq), (Q, N=2×2, Dg)
+    assert fusion(q, None, grid).shape == (2, 7)
+    weights = fusion.last_weights  # (Q, K, N): one distribution per glimpse
+    assert weights.shape == (2, 3, 4) and torch.allclose(weights.sum(-1), torch.ones(2, 3))
+    assert fusion.z_proj.in_features == 3 * (5 + 2 + 1)  # glimpses × (feature + x, y + soft count)
+    feats = fusion.features(grid)  # (Q, N, Dg + 2); positions row-major as the encoder flattens (h, w)
+    assert torch.equal(feats[0, :, 5:], torch.tensor([[-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0], [1.0, 1.0]]))
+    assert torch.allclose(feats[:, :, :5].pow(2).mean(-1), torch.ones(2, 4))  # unit mean square
+    with pytest.raises(ValueError, match="square grid"):
+        fusion(q, None, torch.randn(2, 3, 5))
+    with pytest.raises(ValueError, match="glimpses"):
+        AttentionFusion(6, 0, 5, glimpses=0)
+
+
+def test_attention_fusion_counts_grow_with_matching_positions() -> None:
+    fusion = AttentionFusion(2, 0, 3, fused_dim=4, attention_dim=4, counts=True)
+    with torch.no_grad():  # score = sum of the grid feature's first component: positions "matching" score high
+        fusion.g_att.weight.zero_(), fusion.g_att.bias.zero_(), fusion.q_att.weight.zero_()
+        fusion.q_att.bias.zero_(), fusion.g_att.weight[0, 0].fill_(1.0), fusion.score.weight.zero_()
+        fusion.score.weight[0, 0].fill_(20.0), fusion.score.bias.fill_(-10.0)
+        seen = []
+        fusion.z_proj.register_forward_hook(lambda m, inp, out: seen.append(inp[0][:, -1]))
+        one, three = torch.full((1, 4, 3), -1.0), torch.full((1, 4, 3), -1.0)
+        one[0, 0, 0], three[0, :3, 0] = 1.0, 1.0
+        fusion(torch.zeros(2, 2), None, torch.cat([one, three]))
+    assert (seen[0] * 2).round().tolist() == [1.0, 3.0]  # soft count of high-scoring positions, / sqrt(N = 4)
+
+
 def test_question_encoder_ignores_padding() -> None:
     enc = QuestionEncoder(10, 8, 16, cell="gru").eval()
     short = enc(torch.tensor([[1, 4, 2]]), torch.tensor([3]))

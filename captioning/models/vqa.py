@@ -7,9 +7,10 @@
   multiplied element-wise. The normalized feature is multiplied by ``sqrt(D)`` (unit mean square per
   component): with PyTorch's default initialization an unscaled unit vector gives near-zero products and the
   question path barely learns.
-* :class:`AttentionFusion` — one glimpse of question-guided soft attention over the encoder's spatial grid
-  (Yang et al. 2016, one stacked-attention layer): ``a_n = softmax_n(w^T tanh(W_g g_n + W_q q))``, the attended
-  grid feature ``sum_n a_n g_n`` is then fused with ``q`` as in :class:`ProductFusion`.
+* :class:`AttentionFusion` — glimpses of question-guided soft attention over the encoder's spatial grid
+  (Yang et al. 2016; several glimpses as Kazemi & Elqursh 2017): ``a_kn = softmax_n(w_k^T tanh(W_g g_n +
+  W_q q))``, optionally with coordinate channels and soft counts; the attended features are fused with ``q``
+  by an element-wise product of tanh projections.
 * :class:`VQAModel` — encoder → fusion → classifier (an MLP over the answer vocabulary).
 """
 
@@ -89,7 +90,16 @@ class ProductFusion(nn.Module):
 
 
 class AttentionFusion(nn.Module):
-    """Question-guided soft attention over the spatial grid, then the product fusion.
+    """Question-guided soft attention over the spatial grid (one or more glimpses), then a product fusion.
+
+    Each grid feature is L2-normalized and rescaled to unit mean square; with ``coordinates`` its position
+    ``(x, y)`` in [-1, 1] is appended (CoordConv-style), so an attended feature says *where* the attended thing
+    is and two glimpses can compare positions ("is the red circle left of the blue square?"). Glimpse ``k``
+    has its own scores ``s_kn = w_k^T tanh(W_g g_n + W_q q)``, weights ``softmax_n(s_kn)`` and attended
+    feature ``sum_n a_kn g_n``. With ``counts`` each glimpse also contributes ``sum_n sigmoid(s_kn) / sqrt(N)``,
+    a soft count of matching positions that softmax weights (summing to 1) cannot express; the scale keeps it
+    near a feature component's size at initialization (an unscaled ``N/2`` saturates the tanh). The glimpses (and
+    counts) are concatenated to ``z``, and ``tanh(W_q' q) * tanh(W_z z)`` is the fused vector.
 
     Args:
         question_dim: Width of the question vector.
@@ -98,29 +108,54 @@ class AttentionFusion(nn.Module):
         fused_dim: Common width of the projections.
         attention_dim: Width of the attention layer.
         dropout: Dropout on the inputs.
+        glimpses: Number of attention distributions (Kazemi & Elqursh 2017 use 2).
+        coordinates: Append each position's coordinates to its grid feature (needs a square grid).
+        counts: Append each glimpse's soft count.
     """
 
     needs_grid = True
 
     def __init__(self, question_dim: int, image_dim: int, grid_dim: int, fused_dim: int = 1024,
-                 attention_dim: int = 512, dropout: float = 0.0) -> None:
+                 attention_dim: int = 512, dropout: float = 0.0, glimpses: int = 1, coordinates: bool = False,
+                 counts: bool = False) -> None:
         super().__init__()
-        self.g_att, self.q_att = nn.Linear(grid_dim, attention_dim), nn.Linear(question_dim, attention_dim)
-        self.score = nn.Linear(attention_dim, 1)
-        self.product = ProductFusion(question_dim, grid_dim, fused_dim=fused_dim, dropout=dropout)
-        self.out_dim = fused_dim
-        self.last_weights: Tensor | None = None  # (Q, N), for inspection
+        if glimpses < 1:
+            raise ValueError(f"AttentionFusion: glimpses must be >= 1, got {glimpses}")
+        self.glimpses, self.coordinates, self.counts = glimpses, coordinates, counts
+        feat_dim = grid_dim + (2 if coordinates else 0)
+        self.g_att, self.q_att = nn.Linear(feat_dim, attention_dim), nn.Linear(question_dim, attention_dim)
+        self.score = nn.Linear(attention_dim, glimpses)
+        z_dim = glimpses * (feat_dim + (1 if counts else 0))
+        self.q_proj, self.z_proj = nn.Linear(question_dim, fused_dim), nn.Linear(z_dim, fused_dim)
+        self.drop, self.out_dim = nn.Dropout(dropout), fused_dim
+        self.last_weights: Tensor | None = None  # (Q, N) for one glimpse, (Q, K, N) for several; for inspection
+
+    def features(self, grid: Tensor) -> Tensor:
+        """Normalized grid features (Q, N, Dg), with coordinates appended if configured → (Q, N, Dg[+2])."""
+        grid = F.normalize(grid, dim=-1) * grid.size(-1) ** 0.5  # unit mean square per component
+        if not self.coordinates:
+            return grid
+        side = round(grid.size(1) ** 0.5)
+        if side * side != grid.size(1):
+            raise ValueError(f"AttentionFusion(coordinates=True) needs a square grid, got {grid.size(1)} positions")
+        axis = torch.linspace(-1.0, 1.0, side, device=grid.device, dtype=grid.dtype)
+        yy, xx = torch.meshgrid(axis, axis, indexing="ij")  # row-major, as the encoder flattens (h, w)
+        coords = torch.stack([xx.flatten(), yy.flatten()], dim=-1)  # (N, 2)
+        return torch.cat([grid, coords.expand(grid.size(0), -1, -1)], dim=-1)
 
     def forward(self, q: Tensor, v: Tensor, grid: Tensor | None = None) -> Tensor:
         """Fuses question vectors (Q, Dq) with their images' grids (Q, N, Dg) → (Q, F)."""
         if grid is None:
             raise ValueError("AttentionFusion needs the encoder's grid")
-        grid = F.normalize(grid, dim=-1)  # (Q, N, Dg)
-        logits = self.score(torch.tanh(self.g_att(grid) + self.q_att(q).unsqueeze(1))).squeeze(-1)  # (Q, N)
+        feats = self.features(grid)  # (Q, N, D)
+        logits = self.score(torch.tanh(self.g_att(feats) + self.q_att(q).unsqueeze(1))).transpose(1, 2)  # (Q, K, N)
         weights = logits.softmax(dim=-1)
-        self.last_weights = weights.detach()
-        attended = torch.bmm(weights.unsqueeze(1), grid).squeeze(1)  # (Q, Dg)
-        return self.product(q, attended)
+        self.last_weights = (weights.squeeze(1) if self.glimpses == 1 else weights).detach()
+        parts = [torch.bmm(weights, feats)]  # (Q, K, D)
+        if self.counts:
+            parts.append(torch.sigmoid(logits).sum(dim=-1, keepdim=True) / logits.size(-1) ** 0.5)  # (Q, K, 1)
+        z = torch.cat(parts, dim=-1).flatten(1)  # (Q, K * (D [+1]))
+        return torch.tanh(self.q_proj(self.drop(q))) * torch.tanh(self.z_proj(self.drop(z)))  # (Q, F)
 
 
 class VQAModel(nn.Module):
