@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from captioning.checkpoint import KEY, captioner_meta, load_weights
 from captioning.features import check_identity
 from captioning.lit.objectives import Objective
+from captioning.lit.schedules import configure_optimization
 from captioning.metrics import compute_caption_metrics
 from captioning.metrics.chair import Chair
 from captioning.models.captioner import Captioner
@@ -199,14 +200,7 @@ class CaptioningModule(L.LightningModule):
             self._compiled = True
 
     def configure_optimizers(self):
-        optimizer = self.optimizer(p for p in self.parameters() if p.requires_grad)
-        if self.lr_scheduler is None:
-            return optimizer
-        scheduler = self.lr_scheduler(optimizer)
-        if getattr(scheduler, "total_steps", 0) is None:
-            scheduler.total_steps = int(self.trainer.estimated_stepping_batches)
-        interval = getattr(scheduler, "interval", "epoch")
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+        return configure_optimization(self, self.optimizer, self.lr_scheduler)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[KEY] = captioner_meta(self.captioner, self.vocab, self.hparams.image_size)

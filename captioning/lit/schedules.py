@@ -1,9 +1,12 @@
-"""Learning-rate schedules stepped per optimizer step, sized from the trainer's run length."""
+"""Learning-rate schedules stepped per optimizer step, sized from the trainer's run length, and the optimizer/scheduler
+set-up shared by the LightningModules."""
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
+from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -36,3 +39,23 @@ class WarmupCosineLR(LambdaLR):
             return 1.0
         progress = min(1.0, (step + 1 - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
         return self.final_lr_ratio + (1 - self.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def configure_optimization(module: nn.Module, optimizer: Callable, lr_scheduler: Callable | None) -> object:
+    """What a LightningModule's ``configure_optimizers`` returns: ``optimizer`` over the trainable parameters,
+    and the scheduler (stepped per epoch unless it has ``interval = "step"``); a scheduler whose
+    ``total_steps`` is ``None`` gets the run's step count from the trainer.
+
+    Args:
+        module: The LightningModule (attached to its trainer).
+        optimizer: Optimizer class and options (LightningCLI's ``OptimizerCallable``).
+        lr_scheduler: Scheduler class and options, or ``None``.
+    """
+    opt = optimizer(p for p in module.parameters() if p.requires_grad)
+    if lr_scheduler is None:
+        return opt
+    scheduler = lr_scheduler(opt)
+    if getattr(scheduler, "total_steps", 0) is None:
+        scheduler.total_steps = int(module.trainer.estimated_stepping_batches)
+    return {"optimizer": opt,
+            "lr_scheduler": {"scheduler": scheduler, "interval": getattr(scheduler, "interval", "epoch")}}

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from captioning.data.vqa import AnswerVocab
 from captioning.lit.module import gather_objects
+from captioning.lit.schedules import configure_optimization
 from captioning.metrics.vqa import vqa_accuracy
 from captioning.models.vqa import FusionFactory, QuestionEncoderFactory, build_vqa_model
 from captioning.vocab import Vocabulary
@@ -106,14 +107,7 @@ class VQAModule(L.LightningModule):
         return [{"question_id": q, "answer": a} for q, a in self.answer(batch).items()]
 
     def configure_optimizers(self):
-        optimizer = self.optimizer(p for p in self.parameters() if p.requires_grad)
-        if self.lr_scheduler is None:
-            return optimizer
-        scheduler = self.lr_scheduler(optimizer)
-        if getattr(scheduler, "total_steps", 0) is None:
-            scheduler.total_steps = int(self.trainer.estimated_stepping_batches)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": getattr(scheduler, "interval", "epoch")}}
+        return configure_optimization(self, self.optimizer, self.lr_scheduler)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[KEY] = {"format": 1, "vocab": self.vocab.to_dict(), "answers": self.answer_vocab.to_dict(),
