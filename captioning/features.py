@@ -141,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     """Extracts the splits of the config's data with the config's encoder; returns the index."""
     from captioning.cli import cli_main
+    from captioning.runtime import keep_freed_memory
 
+    keep_freed_memory()  # 2× encoder throughput on CPU (see captioning.runtime)
     args, overrides = build_parser().parse_known_args(argv)
     configs = [a for c in args.config for a in ("--config", c)]
     cli = cli_main([*configs, *overrides, "--data.init_args.features=null"], run=False)
