@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-import pytorch_lightning as L
 from torch.utils.data import DataLoader
 
 from captioning.data.coco import (
@@ -17,10 +16,11 @@ from captioning.data.coco import (
 )
 from captioning.data.features import FeatureCache
 from captioning.data.resumable import ResumableDataLoader, ResumableSampler
+from captioning.data.stages import StagedDataModule
 from captioning.vocab import Vocabulary
 
 
-class CaptionDataModule(L.LightningDataModule):
+class CaptionDataModule(StagedDataModule):
     """Caption data in the official COCO layout: ``root/<captions pattern>`` and ``root/<images pattern>``.
 
     Args:
@@ -128,18 +128,6 @@ class CaptionDataModule(L.LightningDataModule):
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         # Each rank's share of a (seed, epoch) permutation; resumable mid-epoch from a checkpoint.
         return ResumableDataLoader(dataset, ResumableSampler(dataset, world, rank), self.batch_size, **options)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict")
 
 
 class ShapesDataModule(CaptionDataModule):

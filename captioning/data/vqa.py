@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-import pytorch_lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from captioning.data.coco import load_image
+from captioning.data.stages import StagedDataModule
 from captioning.data.vqa_files import check_questions_match, read_annotations, read_questions
 from captioning.metrics.vqa import clean_whitespace, normalize_answer, question_accuracy
 from captioning.vocab import Vocabulary
@@ -176,7 +176,7 @@ class _Collate:
         return collate_vqa(items, self.num_answers)
 
 
-class VQADataModule(L.LightningDataModule):
+class VQADataModule(StagedDataModule):
     """VQA v2 data in the official layout (questions and annotations JSON, COCO images).
 
     Args:
@@ -264,18 +264,6 @@ class VQADataModule(L.LightningDataModule):
         return DataLoader(dataset, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
                           num_workers=self.num_workers, collate_fn=_Collate(len(self.answer_vocab)),
                           persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict")
 
 
 class ShapesVQADataModule(VQADataModule):
