@@ -12,17 +12,15 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
 
 import pytorch_lightning as L
-from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from captioning.data.vqa import VQADataModule
 from captioning.data.vqa_files import (VQAFileError, check_questions_match, read_annotations, read_questions,
                                        read_results, write_results)
 from captioning.io import write_json_atomic
-from captioning.lit.module import gather_objects
+from captioning.lit.writer import ResultsWriter
 from captioning.lit.vqa import VQAModule
 from captioning.metrics.vqa import vqa_accuracy
 
@@ -49,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         vqa_cli_main(sys.argv[2:] if argv is None else argv)
 
 
-class AnswerWriter(BasePredictionWriter):
+class AnswerWriter(ResultsWriter):
     """Writes ``predict`` answers as an official results / submission file ``[{"question_id", "answer"}]``.
 
     Args:
@@ -58,22 +56,14 @@ class AnswerWriter(BasePredictionWriter):
     """
 
     def __init__(self, output: str = "vqa_results.json") -> None:
-        super().__init__(write_interval="epoch")
-        self.output = output
-        self.path: Path | None = None
+        super().__init__(output)
 
-    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Sequence[Any],
-                           batch_indices: Sequence[Any]) -> None:
-        rows = gather_objects([r for batch in predictions for r in batch], trainer.world_size)
+    def write(self, trainer: L.Trainer, rows: list[dict]) -> None:
         answers = {r["question_id"]: r["answer"] for r in rows}
-        path = Path(self.output)
-        self.path = path if path.is_absolute() else Path(trainer.default_root_dir) / path
-        if trainer.is_global_zero:
-            datamodule = trainer.datamodule
-            questions = None
-            if isinstance(datamodule, VQADataModule):  # every question of the split answered, in file order
-                questions = [{"question_id": q} for img in datamodule.images("predict") for q in img.question_ids]
-            write_results(self.path, answers, questions)
+        questions = None
+        if isinstance(trainer.datamodule, VQADataModule):  # every question of the split answered, in file order
+            questions = [{"question_id": q} for img in trainer.datamodule.images("predict") for q in img.question_ids]
+        write_results(self.path, answers, questions)
 
 
 def evaluate_files(questions: str | Path, annotations: str | Path, results: str | Path) -> dict:
