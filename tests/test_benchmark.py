@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from captioning.benchmark.cli import main
+from captioning.benchmark.train import step_gemms, train_step_fn
 from captioning.benchmark.workload import WORKLOADS, Workload, build_decoder, train_step_flops, training_batch
 from conftest import SHARED
 
@@ -25,7 +26,15 @@ def test_benchmark_runs_on_the_tiny_workload(tmp_path: Path) -> None:
     train = report["train"]
     assert train["flops_per_step"] == train_step_flops(w) and train["fraction_of_matmul_rate"] > 0
     assert train["fraction_of_interleaved_matmul_rate"] > 0
+    # The sustained rate is the higher of its two measurements, so the headline fraction is the lower one.
+    assert train["fraction_of_matmul_rate"] == min(train["fraction_of_first_matmul_rate"],
+                                                   train["fraction_of_interleaved_matmul_rate"])
     assert {"ours", "concat [x; v] fused nn.LSTM", "foreach Adam"} <= set(train["variants"])
+    parts = train["breakdown"]["parts_seconds"]
+    assert set(parts) == {"the step's GEMMs alone", "Adam step alone", "cross-entropy alone"}
+    assert all(seconds > 0 for seconds in parts.values())
+    # Adam and the cross-entropy add time to the GEMMs: the bound lies below what the GEMMs alone allow.
+    assert 0 < train["breakdown"]["bound_fraction"] < train["breakdown"]["gemms_alone_fraction"]
     decode = report["decode"]
     # The baseline copies the decoder's weights: both must decode exactly the same captions.
     assert decode["same_captions_as_baseline"] == {"greedy": True, f"beam{w.beam_size}": True}
@@ -34,7 +43,10 @@ def test_benchmark_runs_on_the_tiny_workload(tmp_path: Path) -> None:
     memory = report["memory"]
     assert memory["full_bptt_bytes"] > 0 and memory["truncated_bptt_bytes"] > 0
     if SHARED.is_dir():
-        assert report["end_to_end"]["images"] == 2 and report["end_to_end"]["caption_images_per_s"]["median"] > 0
+        e2e = report["end_to_end"]
+        assert e2e["images"] == 2 and e2e["caption_images_per_s"]["median"] > 0
+        assert set(e2e["cpu_seconds_per_image"]) == {"reading", "encoder", "decoding"}
+        assert 0 < e2e["encoder_share_of_cpu"] < 1
 
 
 def test_flop_count_equals_the_gemms_pytorch_runs() -> None:
@@ -44,4 +56,16 @@ def test_flop_count_equals_the_gemms_pytorch_runs() -> None:
     with FlopCounterMode(display=False) as counter:
         logits = dec(v, tokens[:, :-1])  # (B, T, V)
         F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
+    assert counter.get_total_flops() == train_step_flops(w)
+
+
+def test_gemm_replay_runs_exactly_the_training_steps_gemms() -> None:
+    w = Workload(vocab_size=40, embed_dim=6, hidden_dim=5, feature_dim=7, batch_size=3, words=4)
+    dec = build_decoder(w, torch.device("cpu"))
+    v, tokens = training_batch(w, torch.device("cpu"))
+    step = train_step_fn(dec, torch.optim.Adam(dec.parameters()), v, tokens)
+    replay, flops = step_gemms(step, torch.device("cpu"))
+    assert flops == train_step_flops(w)
+    with FlopCounterMode(display=False) as counter:
+        replay()
     assert counter.get_total_flops() == train_step_flops(w)

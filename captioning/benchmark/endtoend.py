@@ -5,6 +5,11 @@ memory; decoding alone from the pooled features; and the whole ``captioning capt
 with DataLoader workers, encoding, decoding, journaling, the final atomic write). With ``<END>`` made
 unreachable every caption has the workload's length (the slowest case); ``words=10`` stands for a trained
 decoder whose captions average ten words (finished captions leave the batch).
+
+It also measures the CPU time each stage needs per image on one thread (reading and resizing a photo, the
+encoder, decoding). When the command and the encoder alone use the cores equally well, caption/encoder
+cannot exceed the encoder's share of that CPU work (``encoder_share_of_cpu``): a CPU-only machine has no
+idle cores to hide the other stages on.
 """
 
 from __future__ import annotations
@@ -69,6 +74,17 @@ def bench_end_to_end(w: Workload, device: torch.device, photos: Path | None, ima
         for v in features:
             model.generate_from_features(v, w.words, w.beam_size)
 
+    def reading_alone() -> None:
+        for path in paths:
+            load_image(path, IMAGE_SIZE)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: each stage's CPU cost without synchronization or spinning
+    try:
+        cpu = measure({"reading": reading_alone, "encoder": encoder_alone, "decoding": decoding_alone}, device,
+                      warmup=0, repeats=max(1, repeats), clock="cpu")
+    finally:
+        torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = save_captioner(Path(tmp) / "captioner.ckpt", model.cpu(), vocab, image_size=IMAGE_SIZE)
         model.to(device)
@@ -80,7 +96,9 @@ def bench_end_to_end(w: Workload, device: torch.device, photos: Path | None, ima
         timings = measure({"caption": lambda: caption_main(command), "encoder alone": encoder_alone,
                            "decoding alone": decoding_alone}, device, warmup, repeats, clock)
     rates = {name: t.rate(len(paths)) for name, t in timings.items()}
-    return {"images": len(paths), "batch_size": batch_size, "beam_size": w.beam_size, "words": w.words,
+    budget = {name: t.median / len(paths) for name, t in cpu.items()}  # CPU seconds per image
+    return {"cpu_seconds_per_image": budget, "encoder_share_of_cpu": budget["encoder"] / sum(budget.values()),
+            "images": len(paths), "batch_size": batch_size, "beam_size": w.beam_size, "words": w.words,
             "num_workers": num_workers, "photos": str(root), "caption_images_per_s": rates["caption"],
             "encoder_images_per_s": rates["encoder alone"], "decoding_images_per_s": rates["decoding alone"],
             "caption_over_encoder": rates["caption"]["median"] / rates["encoder alone"]["median"]}
