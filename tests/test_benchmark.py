@@ -47,6 +47,7 @@ def test_benchmark_runs_on_the_tiny_workload(tmp_path: Path) -> None:
         assert e2e["images"] == 2 and e2e["caption_images_per_s"]["median"] > 0
         assert set(e2e["cpu_seconds_per_image"]) == {"reading", "encoder", "decoding"}
         assert 0 < e2e["encoder_share_of_cpu"] < 1
+        assert e2e["reading_encoder_images_per_s"]["median"] > 0 and e2e["caption_over_reading_encoder"] > 0
 
 
 def test_flop_count_equals_the_gemms_pytorch_runs() -> None:
