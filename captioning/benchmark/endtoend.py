@@ -69,6 +69,25 @@ def _loader_and_encoder(model: Captioner, paths: list[Path], batch_size: int, nu
     return run
 
 
+def _cpu_budget(paths: list[Path], encoder: Callable[[], None], decoding: Callable[[], None], device: torch.device,
+                repeats: int) -> dict[str, float]:
+    """CPU seconds per image of reading + resizing, of the encoder and of decoding, each on one thread (no
+    synchronization or spinning between threads)."""
+
+    def reading() -> None:
+        for path in paths:
+            load_image(path, IMAGE_SIZE)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cpu = measure({"reading": reading, "encoder": encoder, "decoding": decoding}, device, warmup=0,
+                      repeats=max(1, repeats), clock="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    return {name: t.median / len(paths) for name, t in cpu.items()}
+
+
 def bench_end_to_end(w: Workload, device: torch.device, photos: Path | None, images: int, batch_size: int,
                      warmup: int, repeats: int, clock: str, num_workers: int = 2) -> dict:
     """Images per second of ``captioning caption``, of the encoder alone (in memory, and fed by the command's
@@ -93,17 +112,7 @@ def bench_end_to_end(w: Workload, device: torch.device, photos: Path | None, ima
         for v in features:
             model.generate_from_features(v, w.words, w.beam_size)
 
-    def reading_alone() -> None:
-        for path in paths:
-            load_image(path, IMAGE_SIZE)
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: each stage's CPU cost without synchronization or spinning
-    try:
-        cpu = measure({"reading": reading_alone, "encoder": encoder_alone, "decoding": decoding_alone}, device,
-                      warmup=0, repeats=max(1, repeats), clock="cpu")
-    finally:
-        torch.set_num_threads(threads)
+    budget = _cpu_budget(paths, encoder_alone, decoding_alone, device, repeats)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = save_captioner(Path(tmp) / "captioner.ckpt", model.cpu(), vocab, image_size=IMAGE_SIZE)
         model.to(device)
@@ -116,7 +125,6 @@ def bench_end_to_end(w: Workload, device: torch.device, photos: Path | None, ima
                            "decoding alone": decoding_alone, "reading + encoder": _loader_and_encoder(
                                model, paths, batch_size, num_workers, device)}, device, warmup, repeats, clock)
     rates = {name: t.rate(len(paths)) for name, t in timings.items()}
-    budget = {name: t.median / len(paths) for name, t in cpu.items()}  # CPU seconds per image
     return {"cpu_seconds_per_image": budget, "encoder_share_of_cpu": budget["encoder"] / sum(budget.values()),
             "images": len(paths), "batch_size": batch_size, "beam_size": w.beam_size, "words": w.words,
             "num_workers": num_workers, "photos": str(root), "caption_images_per_s": rates["caption"],
