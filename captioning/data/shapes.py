@@ -30,10 +30,7 @@ sampling) until they match their drawn outcome.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from captioning.data.build_once import build_once, write_json
 from captioning.data.shapes_bias import CooccurrenceBias, parse_pairs
 
 FORMAT_VERSION = 1
@@ -90,8 +88,8 @@ def generate_shapes(root: str | Path, *, num_train: int = 8000, num_val: int = 5
                     cooccur_rate_test: float | None = None) -> Path:
     """Generates the shapes dataset under ``root`` (or reuses a matching one) and returns ``root``.
 
-    Generation is cached by ``root/shapes_meta.json`` and atomic: everything is written into a
-    temporary sibling directory that is renamed into place at the end.
+    Generation is cached by ``root/shapes_meta.json`` and atomic (see
+    :func:`captioning.data.build_once.build_once`).
 
     Args:
         root: Dataset directory; it must be absent, empty, or an earlier shapes dataset.
@@ -124,85 +122,20 @@ def generate_shapes(root: str | Path, *, num_train: int = 8000, num_val: int = 5
     cooccur_rate, cooccur_rate_test = (None if r is None else float(r)  # 1 and 1.0: one cache key
                                        for r in (cooccur_rate, cooccur_rate_test))
     rates = {"train": cooccur_rate, "val": cooccur_rate, "test": cooccur_rate_test}
-    root = Path(root)
     meta = {"format_version": FORMAT_VERSION, "num_train": num_train, "num_val": num_val,
             "num_test": num_test, "image_size": image_size, "max_objects": max_objects,
             "seed": seed}
     if pairs:  # unbiased datasets keep exactly the meta (cache key) they always had
         meta.update(cooccur_pairs=[[" ".join(filter(None, m)) for m in p] for p in pairs],
                     cooccur_rate=cooccur_rate, cooccur_rate_test=cooccur_rate_test)
-    if _meta_matches(root, meta):
-        return root
-    _check_replaceable(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(root)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        (tmp / "annotations").mkdir(parents=True)
+
+    def write(tmp: Path) -> None:
+        (tmp / "annotations").mkdir()
         for split in SPLITS:
             bias = CooccurrenceBias(pairs, rates[split]) if rates[split] is not None else None
             _write_split(tmp, split, counts[split], image_size, max_objects, seed, bias)
-        _write_json(tmp / "shapes_meta.json", meta)
-        _install(tmp, root, meta)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
 
-
-# ----------------------------------------------------------------------------- caching / atomicity
-
-
-def _meta_matches(root: Path, meta: dict) -> bool:
-    try:
-        return json.loads((root / "shapes_meta.json").read_text()) == meta
-    except (OSError, ValueError):
-        return False
-
-
-def _check_replaceable(root: Path) -> None:
-    if root.exists() and not (root.is_dir() and (not any(root.iterdir())
-                                                 or (root / "shapes_meta.json").is_file())):
-        raise FileExistsError(f"{root} exists and is not a shapes dataset; refusing to replace it")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale(root: Path) -> None:
-    """Deletes temporary siblings left behind by killed runs (their process no longer exists)."""
-    for path in root.parent.glob(f".{root.name}.*-*"):
-        kind, _, pid = path.name[len(root.name) + 2:].rpartition("-")
-        if kind in ("tmp", "old") and pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _install(tmp: Path, root: Path, meta: dict) -> None:
-    """Renames the finished ``tmp`` to ``root``, tolerating a racing process that won."""
-    if _meta_matches(root, meta):
-        return
-    old = root.parent / f".{root.name}.old-{os.getpid()}"
-    try:
-        if root.exists():
-            _check_replaceable(root)
-            os.rename(root, old)
-        os.rename(tmp, root)
-    except OSError:
-        if not _meta_matches(root, meta):
-            raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n")
+    return build_once(root, meta, "shapes_meta.json", write, "a shapes dataset")
 
 
 # ----------------------------------------------------------------------------- scenes and images
@@ -432,6 +365,6 @@ def _write_split(out: Path, split: str, n: int, size: int, max_objects: int, see
             "year": 2024, "contributor": "captioning", "url": "",
             "date_created": "2024-01-01"}
     head = {"info": info, "licenses": [_LICENSE], "images": images}
-    _write_json(out / "annotations" / f"captions_{split}.json", {**head, "annotations": captions})
-    _write_json(out / "annotations" / f"instances_{split}.json",
+    write_json(out / "annotations" / f"captions_{split}.json", {**head, "annotations": captions})
+    write_json(out / "annotations" / f"instances_{split}.json",
                 {**head, "categories": _CATEGORIES, "annotations": instances})
