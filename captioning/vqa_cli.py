@@ -37,7 +37,7 @@ class VQACLI(LightningCLI):
 def vqa_cli_main(args: list[str] | None = None, run: bool = True) -> VQACLI:
     """Runs the VQA LightningCLI on ``args`` and returns it."""
     return VQACLI(VQAModule, VQADataModule, subclass_mode_data=True, save_config_kwargs={"overwrite": True},
-                  args=args, run=run)
+                  parser_kwargs={"prog": "captioning vqa"}, args=args, run=run)
 
 
 def main(argv: list[str] | None = None) -> None:
