@@ -70,3 +70,14 @@ def test_gemm_replay_runs_exactly_the_training_steps_gemms() -> None:
     with FlopCounterMode(display=False) as counter:
         replay()
     assert counter.get_total_flops() == train_step_flops(w)
+
+
+def test_gemm_replay_notices_gemms_hidden_in_a_fused_kernel() -> None:
+    # The fused nn.LSTM runs its products inside one kernel (as cuDNN does on GPUs): the recorder cannot see
+    # them, and the benchmark then skips the breakdown instead of reporting a wrong one.
+    w = Workload(vocab_size=40, embed_dim=6, hidden_dim=5, feature_dim=7, batch_size=3, words=4)
+    dec = build_decoder(w, torch.device("cpu"))
+    v, tokens = training_batch(w, torch.device("cpu"))
+    step = train_step_fn(dec, torch.optim.Adam(dec.parameters()), v, tokens, precompute_image_term=False)
+    _, flops = step_gemms(step, torch.device("cpu"))
+    assert flops < train_step_flops(w)

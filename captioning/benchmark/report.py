@@ -38,7 +38,7 @@ def summary(report: dict) -> str:
                      f"{_fmt(r['reading_encoder_images_per_s'])}; decoding alone: {_fmt(r['decoding_images_per_s'])} "
                      f"(caption/encoder {r['caption_over_encoder']:.2f}, caption/(reading + encoder) "
                      f"{r['caption_over_reading_encoder']:.2f}; {r['images']} photos, beam "
-                     f"{r['beam_size']}, {r['words']} words)\n" + _budget(r))
+                     f"{r['beam_size']}, {r['words']} words)" + _budget(r))
     return "\n".join(lines)
 
 
@@ -49,13 +49,17 @@ def _rates(t: dict) -> str:
 
 
 def _budget(r: dict) -> str:
+    if "cpu_seconds_per_image" not in r:
+        return ""
     per_image = ", ".join(f"{name} {seconds * 1e3:.1f}" for name, seconds in r["cpu_seconds_per_image"].items())
-    return (f"  CPU ms per image (one thread): {per_image}; the encoder's share, the ceiling of caption/encoder "
+    return (f"\n  CPU ms per image (one thread): {per_image}; the encoder's share, the ceiling of caption/encoder "
             f"when both use the cores equally well: {r['encoder_share_of_cpu']:.2f}")
 
 
 def _breakdown(t: dict) -> str:
     b = t["breakdown"]
+    if "skipped" in b:
+        return f"  where the step's time goes: skipped: {b['skipped']}"
     parts = ", ".join(f"{name} {seconds * 1e3:.1f}" for name, seconds in b["parts_seconds"].items())
     return (f"  step {b['step_seconds'] * 1e3:.1f} ms: {parts}, rest {b['rest_seconds'] * 1e3:.1f}; the GEMMs alone "
             f"reach {b['gemms_alone_fraction']:.1%} of the matmul rate, GEMMs + Adam + cross-entropy "
@@ -79,10 +83,11 @@ def markdown(report: dict) -> str:
                      f"{t['variants']['ours']['gemm_flops_per_s'] / 1e9:,.1f} GFLOP/s / "
                      f"**{t['fraction_of_matmul_rate']:.1%}**"))
         b = t["breakdown"]
-        rows.append(("step time: the step's GEMMs / Adam / cross-entropy, each timed alone / the rest",
-                     " / ".join(f"{x * 1e3:.1f} ms" for x in (*b["parts_seconds"].values(), b["rest_seconds"]))))
-        rows.append(("fraction of the matmul rate with only the GEMMs / only GEMMs + Adam + cross-entropy",
-                     f"{b['gemms_alone_fraction']:.1%} / {b['bound_fraction']:.1%}"))
+        if "skipped" not in b:
+            rows.append(("step time: the step's GEMMs / Adam / cross-entropy, each timed alone / the rest", " / ".join(
+                f"{x * 1e3:.1f} ms" for x in (*b["parts_seconds"].values(), b["rest_seconds"]))))
+            rows.append(("fraction of the matmul rate with only the GEMMs / only GEMMs + Adam + cross-entropy",
+                         f"{b['gemms_alone_fraction']:.1%} / {b['bound_fraction']:.1%}"))
         rows += [(f"lever off: {name}", f"{_fmt(r['tokens_per_s'])} (ours {r['ours_speedup']:.2f}x faster)")
                  for name, r in t["variants"].items() if name != "ours"]
     if "decode" in report:
@@ -104,10 +109,11 @@ def markdown(report: dict) -> str:
                      _fmt(r["reading_encoder_images_per_s"])))
         rows.append(("`captioning caption` ÷ encoder alone / ÷ loader + encoder",
                      f"{r['caption_over_encoder']:.2f} / {r['caption_over_reading_encoder']:.2f}"))
-        rows.append(("CPU ms per image, one thread: " + " / ".join(r["cpu_seconds_per_image"]),
-                     " / ".join(f"{x * 1e3:.1f}" for x in r["cpu_seconds_per_image"].values())))
-        rows.append(("encoder's share of that CPU work (ceiling of caption ÷ encoder at equal core efficiency)",
-                     f"{r['encoder_share_of_cpu']:.2f}"))
+        if "cpu_seconds_per_image" in r:
+            rows.append(("CPU ms per image, one thread: " + " / ".join(r["cpu_seconds_per_image"]),
+                         " / ".join(f"{x * 1e3:.1f}" for x in r["cpu_seconds_per_image"].values())))
+            rows.append(("encoder's share of that CPU work (ceiling of caption ÷ encoder at equal core efficiency)",
+                         f"{r['encoder_share_of_cpu']:.2f}"))
     head = (f"Workload `{report['workload']}` on {m['cpu']}, {m['threads']} thread(s), {m['device']}"
             f"{', ' + m['gpu'] if 'gpu' in m else ''}, torch {m['torch']}, {report['clock']} clock.\n\n")
     return head + "| figure | value |\n| --- | --- |\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
