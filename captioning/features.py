@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from captioning.data.coco import IMAGE_TRANSFORM, CaptionedImage
 from captioning.data.features import FORMAT, INDEX
-from captioning.data.images import ImageFiles, ImageRef, collate_images
+from captioning.data.images import ImageRef, image_loader
 from captioning.io import atomic_path, write_json_atomic
 
 DTYPES = ("float32", "float16")
@@ -84,8 +83,7 @@ def extract_split(encoder: nn.Module, images: list[CaptionedImage], folder: Path
     if not images:
         raise ValueError(f"split {split} has no images to extract")
     refs = [ImageRef(str(img.path), img.path, img.image_id) for img in images]
-    loader = DataLoader(ImageFiles(refs, image_size), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=collate_images)
+    loader = image_loader(refs, image_size, batch_size, num_workers)
     files = {"pooled": f"{split}.pooled.npy", "grid": f"{split}.grid.npy" if grid else None}
     arrays: dict[str, np.memmap] = {}
     with contextlib.ExitStack() as stack:

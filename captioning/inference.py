@@ -9,10 +9,9 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from captioning.checkpoint import LoadedCaptioner
-from captioning.data.images import ImageFiles, ImageRef, collate_images
+from captioning.data.images import ImageRef, image_loader
 from captioning.decoding import sample
 from captioning.models.captioner import Captioner
 from captioning.vocab import Vocabulary
@@ -93,8 +92,7 @@ def caption_files(loaded: LoadedCaptioner, paths: Sequence[str | Path], batch_si
     model = loaded.model.to(device).eval()
     options = DecodeOptions(beam_size=beam_size, max_len=max_len, length_penalty=length_penalty)
     refs = [ImageRef(str(p), Path(p)) for p in paths]
-    loader = DataLoader(ImageFiles(refs, loaded.image_size), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=collate_images)
+    loader = image_loader(refs, loaded.image_size, batch_size, num_workers)
     results: list[tuple[str, float]] = []
     for batch in loader:
         if batch["failed"]:

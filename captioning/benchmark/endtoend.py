@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch.utils.data import DataLoader
 
 from captioning.benchmark.timing import measure
 from captioning.benchmark.workload import Workload
 from captioning.caption import main as caption_main
 from captioning.checkpoint import save_captioner
 from captioning.data.coco import load_image
-from captioning.data.images import ImageFiles, ImageRef, collate_images
+from captioning.data.images import ImageRef, image_loader
 from captioning.models.captioner import Captioner
 from captioning.models.decoder import RNNDecoder
 from captioning.models.encoders import TimmEncoder
@@ -61,9 +60,7 @@ def _loader_and_encoder(model: Captioner, paths: list[Path], batch_size: int, nu
 
     @torch.no_grad()
     def run() -> None:
-        loader = DataLoader(ImageFiles(refs, IMAGE_SIZE), batch_size=batch_size, num_workers=num_workers,
-                            collate_fn=collate_images)
-        for batch in loader:
+        for batch in image_loader(refs, IMAGE_SIZE, batch_size, num_workers):
             model.encode(batch["image"].to(device))
 
     return run

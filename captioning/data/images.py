@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from captioning.data.coco import load_image
 
@@ -155,3 +155,11 @@ def collate_images(items: list[dict]) -> dict:
     return {"image": torch.stack([it["image"] for it in ok]) if ok else None,  # (B, 3, S, S)
             "refs": [it["ref"] for it in ok], "failed": [(it["ref"], it["error"]) for it in items if "error" in it],
             "first_index": items[0]["index"]}
+
+
+def image_loader(refs: list[ImageRef], image_size: int, batch_size: int, num_workers: int) -> DataLoader:
+    """Batches of :func:`collate_images` over ``refs`` in order, read by ``num_workers`` worker processes (the
+    loader of ``captioning caption``, :func:`~captioning.inference.caption_files`, ``captioning features`` and
+    the end-to-end benchmark)."""
+    return DataLoader(ImageFiles(refs, image_size), batch_size=batch_size, num_workers=num_workers,
+                      collate_fn=collate_images)

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from captioning.caption_output import CaptionJob, Journal, make_error, make_row
-from captioning.data.images import ImageFiles, collate_images
+from captioning.data.images import image_loader
 from captioning.inference import DecodeOptions, generate_captions
 from captioning.models.captioner import Captioner
 from captioning.vocab import Vocabulary
@@ -74,9 +74,7 @@ class ImagesDataModule(L.LightningDataModule):
         self.plan = plan if self.trainer.is_global_zero else shared
 
     def predict_dataloader(self) -> DataLoader:
-        return DataLoader(ImageFiles(self.plan["pending"], self.image_size), batch_size=self.batch_size,
-                          num_workers=self.num_workers, collate_fn=collate_images,
-                          persistent_workers=False, pin_memory=False, shuffle=False)
+        return image_loader(self.plan["pending"], self.image_size, self.batch_size, self.num_workers)
 
 
 class JournalWriter(BasePredictionWriter):
