@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from captioning.data.shapes import generate_shapes
 
 TINY = {"num_train": 16, "num_val": 6, "num_test": 6, "image_size": 32}
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +38,11 @@ def shapes_overrides(root: Path) -> list[str]:
 def last_checkpoint(trainer) -> str:
     """The checkpoint of the latest weights (the config's ``filename: last`` ModelCheckpoint)."""
     return next(cb.best_model_path for cb in trainer.checkpoint_callbacks if cb.filename == "last")
+
+
+def load_script(name: str) -> ModuleType:
+    """A file of ``scripts/`` (e.g. ``"main.py"``) imported as a module, so tests can call its functions."""
+    spec = importlib.util.spec_from_file_location(Path(name).stem, REPO / "scripts" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-from conftest import shapes_overrides
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, load_script, shapes_overrides
 
 
 def test_main_job_trains_captions_and_evaluates(tiny_shapes: Path, tmp_path: Path, capsys) -> None:
-    spec = importlib.util.spec_from_file_location("main_job", REPO / "scripts/main.py")
-    main_job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(main_job)
+    main_job = load_script("main.py")
     out = tmp_path / "run"
     metrics = main_job.main(["--config", str(REPO / "configs/shapes.yaml"), "--out", str(out), "--examples", "2",
                              "--metrics-backend", "python", *shapes_overrides(tiny_shapes), "--trainer.max_epochs=1",

@@ -11,7 +11,7 @@ import pytest
 from captioning.cli import cli_main
 from captioning.data.datamodule import ShapesDataModule
 from captioning.data.shapes import SPLITS, _article, _join, generate_shapes
-from conftest import shapes_overrides
+from conftest import load_script, shapes_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 PAIR = [("circle", "square")]
@@ -130,11 +130,7 @@ def test_datamodule_and_layer_configs_pass_the_bias_on(tmp_path: Path) -> None:
 
 
 def test_partner_hallucination_rate_of_the_experiment_script() -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bias_experiment", REPO / "scripts" / "bias_experiment.py")
-    exp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(exp)
+    exp = load_script("bias_experiment.py")
     objects = {1: {("red", "circle")}, 2: {("blue", "square"), ("red", "triangle")}, 3: {("red", "circle")},
                4: {("red", "circle"), ("blue", "square")}, 5: {("green", "triangle")}}
     captions = {1: "a red circle and two blue boxes", 2: "a blue square and a red triangle",

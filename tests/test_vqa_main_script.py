@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
-from conftest import shapes_overrides
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, load_script, shapes_overrides
 
 
 def test_vqa_main_job_trains_answers_and_evaluates(tiny_shapes: Path, tmp_path: Path, capsys) -> None:
-    spec = importlib.util.spec_from_file_location("vqa_main_job", REPO / "scripts/vqa_main.py")
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
+    job = load_script("vqa_main.py")
     root = tmp_path / "shapes"
     shutil.copytree(tiny_shapes, root)  # the VQA files are written beside the scenes
     out = tmp_path / "run"
