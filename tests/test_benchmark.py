@@ -9,9 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+import captioning.benchmark.train as bench_train
 from captioning.benchmark.cli import main
+from captioning.benchmark.report import markdown, summary
+from captioning.benchmark.timing import matmul_rate
 from captioning.benchmark.train import step_gemms, train_step_fn
-from captioning.benchmark.workload import WORKLOADS, Workload, build_decoder, train_step_flops, training_batch
+from captioning.benchmark.workload import (WORKLOADS, Workload, build_decoder, train_step_flops, training_batch,
+                                          workload_gemm_shapes)
 from conftest import SHARED
 
 
@@ -81,3 +85,15 @@ def test_gemm_replay_notices_gemms_hidden_in_a_fused_kernel() -> None:
     step = train_step_fn(dec, torch.optim.Adam(dec.parameters()), v, tokens, precompute_image_term=False)
     _, flops = step_gemms(step, torch.device("cpu"))
     assert flops < train_step_flops(w)
+
+
+def test_breakdown_is_skipped_not_wrong_when_gemms_are_hidden(monkeypatch) -> None:
+    w = WORKLOADS["tiny"]
+    monkeypatch.setattr(bench_train, "step_gemms", lambda step, device: (lambda: None, 0.0))  # nothing recorded
+    matmul = matmul_rate(workload_gemm_shapes(w), torch.device("cpu"), seconds=0.02, repeats=1)
+    train = bench_train.bench_training(w, torch.device("cpu"), matmul, warmup=0, repeats=1, clock="wall")
+    assert "fused kernels" in train["breakdown"]["skipped"] and train["fraction_of_matmul_rate"] > 0
+    report = {"workload": "tiny", "machine": {"cpu": "x", "threads": 1, "device": "cpu", "torch": "t"},
+              "clock": "wall", "matmul": matmul, "train": train}
+    assert "where the step's time goes: skipped" in summary(report)
+    assert "step time" not in markdown(report)

@@ -138,7 +138,7 @@ def test_removes_stale_temp_dirs_of_dead_runs(tmp_path: Path) -> None:
 def test_refuses_foreign_directory(tmp_path: Path) -> None:
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "precious.txt").write_text("keep me")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match=r"ds exists and is not a shapes dataset; refusing to replace it"):
         generate_shapes(tmp_path / "ds", **SMALL)
     assert (tmp_path / "ds" / "precious.txt").read_text() == "keep me"
 

@@ -168,3 +168,9 @@ def test_vqav2_config_smoke_fit_and_test_dev_submission(tmp_path: Path) -> None:
     cli.trainer.predict(cli.model, datamodule=cli.datamodule)
     written = json.loads((tmp_path / "vqa_OpenEnded_mscoco_test-dev2015_results.json").read_text())
     assert [r["question_id"] for r in written] == [40] and written[0]["answer"] in {"red", "blue"}
+
+
+def test_vqa_help_names_the_command(capsys) -> None:
+    with pytest.raises(SystemExit):
+        captioning_main(["vqa", "--help"])
+    assert capsys.readouterr().out.startswith("usage: captioning vqa ")
