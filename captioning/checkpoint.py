@@ -1,4 +1,4 @@
-"""Loading a captioner from a training checkpoint alone, without unpickling arbitrary objects."""
+"""Loading a captioner or a VQA model from a training checkpoint alone, without unpickling arbitrary objects."""
 
 from __future__ import annotations
 
@@ -9,11 +9,15 @@ import torch
 
 from captioning.models.captioner import Captioner
 from captioning.models.decoder import RNNDecoder
+from captioning.data.vqa import AnswerVocab
 from captioning.models.encoders import build_encoder
+from captioning.models.vqa import VQAModel, create_vqa_model
 from captioning.vocab import Vocabulary
 
 KEY = "captioning"  # checkpoint entry with the vocabulary and the model configuration
 PREFIX = "captioner."  # state-dict prefix of the captioner inside the training module
+VQA_KEY = "vqa"  # checkpoint entry with the VQA model's vocabularies and configuration
+VQA_PREFIX = "model."  # state-dict prefix of the VQA model inside its training module
 
 
 @dataclass
@@ -41,19 +45,58 @@ def load_captioner(path: str | Path, map_location: str | torch.device = "cpu") -
     """
     path = Path(path)
     ckpt = _read(path, map_location)
-    meta = ckpt.get(KEY)
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: no {KEY!r} entry (vocabulary and model configuration); "
-                         f"was it written by this codebase?")
-    for field in ("vocab", "encoder", "decoder", "image_size"):
-        if field not in meta:
-            raise ValueError(f"{path}: entry {KEY!r} has no field {field!r}")
+    meta = _meta(ckpt, path, KEY, ("vocab", "encoder", "decoder", "image_size"))
     model = Captioner(build_encoder(meta["encoder"], from_checkpoint=True), RNNDecoder(**meta["decoder"]))
-    missing, unexpected = model.load_state_dict(_captioner_state(ckpt), strict=False)
+    _load_state(model, _state(ckpt, PREFIX), path)
+    return LoadedCaptioner(model.eval(), Vocabulary.from_dict(meta["vocab"]), int(meta["image_size"]), meta)
+
+
+@dataclass
+class LoadedVQA:
+    """A VQA model rebuilt from a checkpoint, with its question and answer vocabularies."""
+
+    model: VQAModel
+    vocab: Vocabulary
+    answers: AnswerVocab
+    image_size: int
+    meta: dict
+
+
+def load_vqa(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedVQA:
+    """Rebuilds the VQA model of a ``captioning vqa fit`` checkpoint (``torch.load(weights_only=True)``), in
+    eval mode.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ValueError: naming the file and the missing or bad entry.
+    """
+    path = Path(path)
+    ckpt = _read(path, map_location)
+    meta = _meta(ckpt, path, VQA_KEY, ("vocab", "answers", "image_size", "encoder", "question_encoder", "fusion",
+                                       "classifier"))
+    answers = AnswerVocab.from_dict(meta["answers"])
+    model = create_vqa_model(meta, len(answers))
+    _load_state(model, _state(ckpt, VQA_PREFIX), path)
+    return LoadedVQA(model.eval(), Vocabulary.from_dict(meta["vocab"]), answers, int(meta["image_size"]), meta)
+
+
+def _meta(ckpt: dict, path: Path, key: str, fields: tuple[str, ...]) -> dict:
+    """The checkpoint's ``key`` entry, checked to hold ``fields``; errors name the file and entry."""
+    meta = ckpt.get(key)
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: no {key!r} entry (vocabulary and model configuration); "
+                         f"was it written by this codebase?")
+    for field in fields:
+        if field not in meta:
+            raise ValueError(f"{path}: entry {key!r} has no field {field!r} (written by an older version?)")
+    return meta
+
+
+def _load_state(model: torch.nn.Module, state: dict, path: Path) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not match the stored configuration "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return LoadedCaptioner(model.eval(), Vocabulary.from_dict(meta["vocab"]), int(meta["image_size"]), meta)
 
 
 def save_captioner(path: str | Path, model: Captioner, vocab: Vocabulary, image_size: int) -> Path:
@@ -76,7 +119,7 @@ def load_weights(model: Captioner, path: str | Path) -> None:
         ValueError: naming the file, when it is unreadable or its weights do not fit ``model``.
     """
     path = Path(path)
-    state = _captioner_state(_read(path, "cpu"))
+    state = _state(_read(path, "cpu"), PREFIX)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
@@ -96,6 +139,6 @@ def _read(path: Path, map_location: str | torch.device) -> dict:
     return ckpt
 
 
-def _captioner_state(ckpt: dict) -> dict:
-    """The captioner's weights in a training checkpoint, without the LightningModule's prefix."""
-    return {k[len(PREFIX):]: t for k, t in ckpt.get("state_dict", {}).items() if k.startswith(PREFIX)}
+def _state(ckpt: dict, prefix: str) -> dict:
+    """A model's weights in a training checkpoint, without the LightningModule's ``prefix``."""
+    return {k[len(prefix):]: t for k, t in ckpt.get("state_dict", {}).items() if k.startswith(prefix)}

@@ -57,6 +57,30 @@ def test_checkpoint_alone_captions_images_like_the_trained_module(fitted) -> Non
     torch.testing.assert_close(torch.tensor([s for _, s in got]), scores)
 
 
+def _strings(value) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_checkpoint_is_portable_no_path_of_this_machine_in_it(fitted, tiny_shapes: Path, tmp_path: Path) -> None:
+    cli, out = fitted
+    raw = torch.load(last_checkpoint(cli.trainer), map_location="cpu", weights_only=True)
+    assert raw["hyper_parameters"]["synonyms"] == "shapes"  # the packaged table's name, not its path
+    local = [s for s in _strings(raw["hyper_parameters"]) + _strings(raw["captioning"])
+             if s.startswith("/") or str(out) in s or str(tiny_shapes) in s]
+    assert not local, local
+    moved = tmp_path / "elsewhere" / "model.ckpt"  # evaluated from another folder
+    moved.parent.mkdir()
+    moved.write_bytes(Path(last_checkpoint(cli.trainer)).read_bytes())
+    run = cli_main(["test", "--config", str(REPO / "configs/shapes.yaml"), *shapes_overrides(tiny_shapes),
+                    f"--trainer.default_root_dir={tmp_path}", f"--ckpt_path={moved}",
+                    "--trainer.enable_progress_bar=false"])
+    assert "test/CHAIRs" in run.trainer.logged_metrics
+
+
 def test_validate_and_test_subcommands_run_from_a_checkpoint(fitted, tiny_shapes: Path) -> None:
     cli, out = fitted
     ckpt = last_checkpoint(cli.trainer)

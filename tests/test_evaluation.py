@@ -92,11 +92,19 @@ def test_evaluate_writes_metrics_chair_and_per_image(coco: dict[str, Path], tmp_
     assert {"Bleu_4", "ROUGE_L", "CIDEr"} <= set(rows[1])
 
 
-def test_chair_needs_instances_and_synonyms(coco: dict[str, Path], tmp_path: Path) -> None:
+def test_chair_needs_instances_and_a_table_that_names_their_categories(coco: dict[str, Path], tmp_path: Path) -> None:
     metrics = evaluate(coco["results"], coco["annotations"], backend="python", log=lambda _: None)
     assert metrics["CHAIRs"] is None and metrics["chair_mode"] is None
-    assert any("CHAIR skipped" in note and "--instances and --synonyms" in note for note in metrics["notes"])
+    assert any("CHAIR skipped: it needs --instances" in note for note in metrics["notes"])
     assert "mentioned" not in metrics["per_image"][0] and metrics["CIDEr"] > 0
+    default = evaluate(coco["results"], coco["annotations"], coco["instances"], backend="python", log=lambda _: None)
+    assert default["synonyms"] == "coco" and default["CHAIRs"] is not None  # COCO categories: the packaged table
+    odd = json.loads(Path(coco["instances"]).read_text())
+    odd["categories"][0]["name"] = "spaceship"  # no packaged table names it
+    (tmp_path / "odd.json").write_text(json.dumps(odd))
+    skipped = evaluate(coco["results"], coco["annotations"], tmp_path / "odd.json", backend="python",
+                       log=lambda _: None)
+    assert skipped["CHAIRs"] is None and any("pass --synonyms" in note for note in skipped["notes"])
 
 
 def test_without_java_the_java_free_path_reports_the_rest(coco, tmp_path, monkeypatch) -> None:
@@ -218,6 +226,9 @@ def test_gallery_escapes_captions_and_file_names(coco, tmp_path) -> None:
     assert 'src="../../coco/val/we%22ird%20%26%20name.png"' in page and 'alt="we&quot;ird &amp; name.png"' in page
     assert '<mark class="halluc" title="hallucinated: hot dog">hot dog</mark>' in page
     assert "A person walking a puppy" in page  # references
+    # Flex rows stretch their children to the row's height unless told not to: images keep their aspect ratio
+    # (seen in headless Chromium: a square scene rendered as a tall rectangle before).
+    assert ".item{display:flex;align-items:flex-start;" in page
 
 
 def test_highlight_marks_tokens_in_the_original_text() -> None:
@@ -277,7 +288,7 @@ def test_datamodule_supplies_categories_only_with_instances(tiny_shapes: Path) -
 
     shapes = ShapesDataModule(root=str(tiny_shapes), num_train=16, num_val=6, num_test=6, image_size=32,
                               eval_batch_size=6)
-    assert shapes.synonyms == str(SYNONYMS)
+    assert shapes.synonyms == SYNONYMS == "shapes"
     batch = next(iter(shapes.val_dataloader()))
     assert len(batch["categories"]) == 6 and all(set(c) <= {"circle", "square", "triangle"} and c
                                                  for c in batch["categories"])

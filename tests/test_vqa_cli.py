@@ -97,6 +97,28 @@ def test_fit_logs_official_accuracy_and_saves_vocabularies(fitted) -> None:
     assert 0.0 <= tested["test/accuracy"] <= 100.0 and "test/accuracy_yes_no" in tested
 
 
+def test_load_vqa_rebuilds_the_trained_model_from_the_checkpoint_alone(fitted, tmp_path: Path) -> None:
+    from captioning.checkpoint import load_vqa
+
+    cli, _, _ = fitted
+    path = tmp_path / "moved.ckpt"  # a copy in another folder: nothing in it points back to the run
+    path.write_bytes(Path(last_checkpoint(cli.trainer)).read_bytes())
+    loaded = load_vqa(path)
+    assert loaded.answers.itos == cli.datamodule.answer_vocab.itos and loaded.vocab.itos == cli.datamodule.vocab.itos
+    assert loaded.meta["fusion"]["name"] == "attention" and not loaded.model.training
+    batch = next(iter(cli.datamodule.val_dataloader()))
+    trained = cli.model.model.eval()
+    with torch.no_grad():
+        expected = trained(batch["image"], batch["tokens"], batch["lengths"], batch["owner"])
+        got = loaded.model(batch["image"], batch["tokens"], batch["lengths"], batch["owner"])
+    torch.testing.assert_close(got, expected)
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["vqa"]["fusion"]
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    with pytest.raises(ValueError, match="old.ckpt.*no field 'fusion'"):
+        load_vqa(tmp_path / "old.ckpt")
+
+
 def test_predict_writes_a_results_file_that_vqa_evaluate_scores(fitted, tmp_path: Path, capsys) -> None:
     cli, root, out = fitted
     ckpt = last_checkpoint(cli.trainer)

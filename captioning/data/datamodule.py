@@ -17,6 +17,7 @@ from captioning.data.coco import (
 from captioning.data.features import FeatureCache
 from captioning.data.resumable import ResumableDataLoader, ResumableSampler
 from captioning.data.stages import StagedDataModule
+from captioning.metrics.chair import table_for
 from captioning.vocab import Vocabulary
 
 
@@ -40,8 +41,10 @@ class CaptionDataModule(StagedDataModule):
         max_words: Training captions are cut to this many words.
         instances_pattern: Instance file of a split, relative to ``root``; where it exists, validation/test
             batches carry each image's object category names (``batch["categories"]``) for CHAIR.
-        synonyms: CHAIR synonym table (linked into the model; ``None``: no CHAIR). For COCO, the reference
-            table (LisaAnne/Hallucination ``data/synonyms.txt``).
+        synonyms: CHAIR synonym table, linked into the model: a packaged table's name (``coco``: the reference
+            table of LisaAnne/Hallucination; ``shapes``) or a file; ``auto`` (default) picks the packaged
+            table that names every category of the validation instance file (no CHAIR without one);
+            ``None``: no CHAIR. A name, not a path, is stored in checkpoints, so they stay portable.
         features: A feature cache folder (``captioning features``): batches then carry the cached encoder
             features instead of images, and the model checks that its encoder made them.
     """
@@ -52,7 +55,7 @@ class CaptionDataModule(StagedDataModule):
                  image_size: int = 224, batch_size: int = 64, eval_batch_size: int = 128, num_workers: int = 2,
                  min_word_count: int = 5, max_words: int = 20,
                  instances_pattern: str | None = "annotations/instances_{split}.json",
-                 synonyms: str | None = None, features: str | None = None) -> None:
+                 synonyms: str | None = "auto", features: str | None = None) -> None:
         super().__init__()
         self.root = Path(root)
         self.splits = {"train": train_split, "val": val_split, "test": test_split,
@@ -60,7 +63,7 @@ class CaptionDataModule(StagedDataModule):
         self.captions_pattern, self.images_pattern = captions_pattern, images_pattern
         self.image_size, self.batch_size, self.eval_batch_size = image_size, batch_size, eval_batch_size
         self.num_workers, self.min_word_count, self.max_words = num_workers, min_word_count, max_words
-        self.instances_pattern, self.synonyms = instances_pattern, synonyms
+        self.instances_pattern, self._synonyms = instances_pattern, synonyms
         self._images: dict[str, list[CaptionedImage]] = {}
         self._categories: dict[str, dict[int, list[str]] | None] = {}
         self.features = FeatureCache(features) if features else None
@@ -98,6 +101,14 @@ class CaptionDataModule(StagedDataModule):
             _, instances, _ = self.split_files(stage)
             self._categories[split] = None if instances is None else read_instance_categories(instances)
         return self._categories[split]
+
+    @property
+    def synonyms(self) -> str | None:
+        """The CHAIR synonym table (a packaged table's name or a file), ``auto`` resolved; ``None``: no CHAIR."""
+        if self._synonyms != "auto":
+            return self._synonyms
+        categories = self.categories("val")
+        return None if categories is None else table_for({n for names in categories.values() for n in names})
 
     @cached_property
     def vocab(self) -> Vocabulary:
@@ -165,7 +176,7 @@ class ShapesDataModule(CaptionDataModule):
                                    cooccur_rate=cooccur_rate, cooccur_rate_test=cooccur_rate_test)
         from captioning.data.shapes import SYNONYMS
 
-        self.synonyms = str(SYNONYMS)  # shapes' own CHAIR table (shape words)
+        self._synonyms = SYNONYMS  # shapes' own CHAIR table (shape words)
 
     def ensure_data(self) -> None:
         from captioning.data.shapes import generate_shapes

@@ -55,7 +55,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 SIZES = ("small", "large")
 SPLITS = ("train", "val", "test")
-SYNONYMS = Path(__file__).with_name("shapes_synonyms.txt")  # CHAIR table: category, then its synonyms
+SYNONYMS = "shapes"  # the packaged CHAIR table (captioning/metrics/synonyms/shapes.txt)
 
 _ID_OFFSET = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 _RADIUS_FRAC = {"small": 0.09, "large": 0.16}  # of image_size; e.g. ~6 px vs ~10 px at 64 px

@@ -30,6 +30,7 @@ from captioning.evaluation.inputs import (
 )
 from captioning.evaluation.toolkit import BACKENDS, METRIC_NAMES, CaptionScores, score_captions
 from captioning.io import atomic_path, write_text_atomic
+from captioning.metrics.chair import synonyms_path, table_for
 
 CAPTION_KEYS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 CHAIR_MODES = ("reference", "fixed")
@@ -101,8 +102,10 @@ def evaluate(results: str | Path, annotations: str | Path, instances: str | Path
     Args:
         results: COCO results file (a JSON list of ``{"image_id", "caption"}``, one per image).
         annotations: Official ``captions_*.json`` with the references; only the result images are scored.
-        instances: Official ``instances_*.json``; with ``synonyms`` it enables CHAIR.
-        synonyms: CHAIR synonym table.
+        instances: Official ``instances_*.json``; it enables CHAIR.
+        synonyms: CHAIR synonym table: a file or a packaged table's name (``coco``, ``shapes``); ``None``
+            picks the packaged table that names every category of ``instances`` (COCO's reference table for
+            COCO-style files).
         output: METRICS.json path (not written when ``None``).
         backend: Caption-metric backend: ``auto``, ``pycocoevalcap`` or ``python``.
         chair_mode: ``reference`` or ``fixed``.
@@ -122,13 +125,16 @@ def evaluate(results: str | Path, annotations: str | Path, instances: str | Path
     ann = read_annotations(annotations)
     check_known_ids(rows, ann, results)
     instance_data = read_instances(instances) if instances is not None else None
-    if synonyms is not None and not Path(synonyms).is_file():
+    if synonyms is not None and not synonyms_path(synonyms).is_file():
         raise FileNotFoundError(f"synonym table not found: {synonyms}")
+    if synonyms is None and instance_data is not None:
+        synonyms = table_for(c["name"] for c in instance_data["categories"])
     image_dir = _images_folder(ann.path, images) if gallery is not None else None
     if gallery is not None and image_dir is None:
         raise InputError(f"--gallery needs the image folder of {ann.path}: pass --images DIR")
     if report is not None and (instance_data is None or synonyms is None):
-        raise InputError("--report needs CHAIR: pass --instances and --synonyms")
+        raise InputError("--report needs CHAIR: pass --instances (and --synonyms where no packaged table names "
+                         "its categories)")
     captions = {row.image_id: row.caption for row in rows}
     references = {i: list(ann.references[i]) for i in captions}
     chair = None if instance_data is None or synonyms is None else chair_scores(
@@ -148,9 +154,11 @@ def _metrics(rows: Sequence[ResultRow], ann: Any, scores: CaptionScores, chair: 
              chair_mode: str, sources: Mapping[str, str | Path | None]) -> dict[str, Any]:
     """METRICS.json content: corpus values, what produced them, notes, sources and the per-image rows."""
     notes = list(scores.notes)
-    if chair is None:
-        missing = " and ".join(f"--{name}" for name in ("instances", "synonyms") if sources[name] is None)
-        notes.append(f"CHAIR skipped: it needs {missing}")
+    if chair is None and sources["instances"] is None:
+        notes.append("CHAIR skipped: it needs --instances")
+    elif chair is None:
+        notes.append("CHAIR skipped: no packaged synonym table names every category of --instances; "
+                     "pass --synonyms")
     metrics: dict[str, Any] = {name: scores.corpus.get(name) for name in CAPTION_KEYS}
     if "SPICE" in scores.corpus:
         metrics["SPICE"] = scores.corpus["SPICE"]
@@ -221,8 +229,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--results", required=True, help="COCO results file: [{'image_id': int, 'caption': str}]")
     parser.add_argument("--annotations", required=True, help="official captions_*.json (references)")
     parser.add_argument("--instances", help="official instances_*.json (CHAIR ground truth)")
-    parser.add_argument("--synonyms", help="CHAIR synonym table (COCO: the reference table; shapes: "
-                                           "captioning/data/shapes_synonyms.txt)")
+    parser.add_argument("--synonyms", help="CHAIR synonym table: a file, or a packaged table (coco, shapes); "
+                                           "default: the packaged table that names the instance categories")
     parser.add_argument("--output", help="METRICS.json to write")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="caption metrics: pycocoevalcap (Java), python (Java-free), auto (default)")

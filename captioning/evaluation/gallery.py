@@ -25,16 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from captioning.evaluation.inputs import InputError, ResultRow, read_annotations, read_caption_rows, read_instances
+from captioning.metrics.chair import table_for
 
 _STYLE = """body{font-family:sans-serif;margin:1.5em;background:#fafafa}
-.item{display:flex;gap:1em;background:#fff;border:1px solid #ddd;padding:.8em;margin:.6em 0}
-.item img{width:224px;height:auto;image-rendering:pixelated;flex:none}
+.item{display:flex;align-items:flex-start;gap:1em;background:#fff;border:1px solid #ddd;padding:.8em;margin:.6em 0}
+.item img{width:224px;height:auto;image-rendering:pixelated;flex:none;object-fit:contain}
 .caption{font-size:1.15em;margin:0 0 .4em}
 mark.halluc{background:#ffb3b3;padding:0 .15em}
 mark.object{background:#c9f0c9;padding:0 .15em}
 .refs{color:#555;margin:.3em 0;padding-left:1.2em}
 table.scores td{padding:0 .6em 0 0;font-size:.9em}
-pre{background:#fff;border:1px solid #ddd;padding:.6em}"""
+pre{background:#fff;border:1px solid #ddd;padding:.6em;white-space:pre-wrap}"""
 
 
 @dataclass
@@ -188,15 +189,20 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--images", required=True, help="folder the file names are relative to")
     parser.add_argument("--output", required=True, help="gallery folder (index.html is written there)")
     parser.add_argument("--annotations", help="captions_*.json: references and file names")
-    parser.add_argument("--instances", help="instances_*.json: with --synonyms, hallucinations are highlighted")
-    parser.add_argument("--synonyms", help="CHAIR synonym table: object mentions are marked")
+    parser.add_argument("--instances", help="instances_*.json: hallucinated objects are highlighted")
+    parser.add_argument("--synonyms", help="CHAIR synonym table (a file, or coco / shapes): object mentions are "
+                                           "marked; default with --instances: the packaged table of its categories")
     parser.add_argument("--chair-mode", choices=CHAIR_MODES, default="reference")
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
-        if args.instances and not args.synonyms:
-            raise InputError("--instances needs --synonyms")
+        synonyms = args.synonyms
+        if args.instances and not synonyms:
+            synonyms = table_for(c["name"] for c in read_instances(args.instances)["categories"])
+            if synonyms is None:
+                raise InputError(f"no packaged CHAIR synonym table names every category of {args.instances}: "
+                                 "pass --synonyms")
         rows = read_caption_rows(args.captions)
-        items = _items(rows, Path(args.images), args.annotations, args.instances, args.synonyms, args.chair_mode)
+        items = _items(rows, Path(args.images), args.annotations, args.instances, synonyms, args.chair_mode)
         files = render_gallery(items, Path(args.output), title=Path(args.captions).name)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))

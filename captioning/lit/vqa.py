@@ -9,14 +9,14 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from captioning.checkpoint import VQA_KEY
 from captioning.data.vqa import AnswerVocab
 from captioning.lit.module import gather_objects
 from captioning.lit.schedules import configure_optimization
 from captioning.metrics.vqa import vqa_accuracy
-from captioning.models.vqa import FusionFactory, QuestionEncoderFactory, build_vqa_model
+from captioning.models.vqa import FusionFactory, QuestionEncoderFactory, build_vqa_model, vqa_model_meta
 from captioning.vocab import Vocabulary
 
-KEY = "vqa"  # checkpoint entry with both vocabularies
 
 
 class VQAModule(L.LightningModule):
@@ -110,5 +110,5 @@ class VQAModule(L.LightningModule):
         return configure_optimization(self, self.optimizer, self.lr_scheduler)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[KEY] = {"format": 1, "vocab": self.vocab.to_dict(), "answers": self.answer_vocab.to_dict(),
-                           "image_size": self.hparams.image_size}
+        checkpoint[VQA_KEY] = {"format": 2, "vocab": self.vocab.to_dict(), "answers": self.answer_vocab.to_dict(),
+                           "image_size": self.hparams.image_size, **vqa_model_meta(self.model)}

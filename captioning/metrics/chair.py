@@ -98,17 +98,42 @@ class ChairResult:
     per_image: dict[int, ImageChair]
 
 
+TABLES: dict[str, Path] = {  # the packaged synonym tables, by name
+    "coco": Path(__file__).with_name("synonyms") / "coco.txt",  # the reference table (LisaAnne/Hallucination)
+    "shapes": Path(__file__).with_name("synonyms") / "shapes.txt",  # the built-in shapes scenes
+}
+
+
+def synonyms_path(table: str | Path) -> Path:
+    """The file of a synonym table: a packaged table's name (``coco``, ``shapes``) or a path."""
+    return TABLES[table] if isinstance(table, str) and table in TABLES else Path(table)
+
+
+def table_for(category_names: Iterable[str]) -> str | None:
+    """The name of the first packaged table whose categories include every name (``None``: none does).
+
+    COCO-style instance files (the 80 COCO categories, or any subset) get ``coco``, shapes files ``shapes``.
+    """
+    names = set(category_names)
+    for name, path in TABLES.items():
+        if names and names <= {line[0] for line in read_synonyms(path)}:
+            return name
+    return None
+
+
 def read_synonyms(path: str | Path) -> list[list[str]]:
-    """The synonym table: one list per line, category first, read as the reference reads it.
+    """The synonym table: one list per line, category first, read as the reference reads it; ``path`` may be
+    a packaged table's name (:data:`TABLES`). Lines starting with ``#`` are comments.
 
     Raises:
         FileNotFoundError: If ``path`` does not exist (the message names it).
         ValueError: If the file has no entries.
     """
-    path = Path(path)
+    path = synonyms_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"CHAIR synonym table not found: {path}")
-    lines = [line.strip().split(", ") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line.strip().split(", ") for line in path.read_text(encoding="utf-8").splitlines()
+             if line.strip() and not line.startswith("#")]
     if not lines:
         raise ValueError(f"CHAIR synonym table {path} has no entries")
     return lines
@@ -151,7 +176,7 @@ class Chair:
 
     @classmethod
     def from_file(cls, path: str | Path, mode: str = "reference") -> Chair:
-        """A :class:`Chair` over the synonym table at ``path``."""
+        """A :class:`Chair` over the synonym table at ``path`` (or a packaged table's name)."""
         return cls(read_synonyms(path), mode, source=str(path))
 
     @property

@@ -23,11 +23,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captioning.models.cells import build_rnn, check_cell, run_fused
+from captioning.registry import Registry
+
+QUESTION_ENCODERS: Registry[nn.Module] = Registry("question encoder")
+FUSIONS: Registry[nn.Module] = Registry("fusion")
 
 QuestionEncoderFactory = Callable[[int], nn.Module]  # (question vocabulary size) -> question encoder
 FusionFactory = Callable[[int, int, int], nn.Module]  # (question dim, pooled image dim, grid dim) -> fusion
 
 
+@QUESTION_ENCODERS.register("rnn")
 class QuestionEncoder(nn.Module):
     """Embeds question tokens and runs a recurrent cell over them.
 
@@ -43,6 +48,8 @@ class QuestionEncoder(nn.Module):
     def __init__(self, vocab_size: int, embed_dim: int = 300, hidden_dim: int = 512, cell: str = "lstm",
                  num_layers: int = 1, dropout: float = 0.0) -> None:
         super().__init__()
+        self.config = dict(name="rnn", vocab_size=vocab_size, embed_dim=embed_dim, hidden_dim=hidden_dim,
+                           cell=check_cell(cell), num_layers=num_layers, dropout=dropout)
         self.cell, self.out_dim = check_cell(cell), hidden_dim
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.drop = nn.Dropout(dropout)
@@ -64,6 +71,7 @@ class QuestionEncoder(nn.Module):
         return out[torch.arange(out.size(0), device=out.device), last]  # (Q, H)
 
 
+@FUSIONS.register("product")
 class ProductFusion(nn.Module):
     """Element-wise product of tanh-projected question and L2-normalized image ("deeper LSTM Q + norm I").
 
@@ -80,6 +88,8 @@ class ProductFusion(nn.Module):
     def __init__(self, question_dim: int, image_dim: int, grid_dim: int = 0, fused_dim: int = 1024,
                  dropout: float = 0.0) -> None:
         super().__init__()
+        self.config = dict(name="product", question_dim=question_dim, image_dim=image_dim, grid_dim=grid_dim,
+                           fused_dim=fused_dim, dropout=dropout)
         self.q_proj, self.v_proj = nn.Linear(question_dim, fused_dim), nn.Linear(image_dim, fused_dim)
         self.drop, self.out_dim = nn.Dropout(dropout), fused_dim
 
@@ -89,6 +99,7 @@ class ProductFusion(nn.Module):
         return torch.tanh(self.q_proj(self.drop(q))) * torch.tanh(self.v_proj(self.drop(v)))  # (Q, F)
 
 
+@FUSIONS.register("attention")
 class AttentionFusion(nn.Module):
     """Question-guided soft attention over the spatial grid (one or more glimpses), then a product fusion.
 
@@ -121,6 +132,9 @@ class AttentionFusion(nn.Module):
         super().__init__()
         if glimpses < 1:
             raise ValueError(f"AttentionFusion: glimpses must be >= 1, got {glimpses}")
+        self.config = dict(name="attention", question_dim=question_dim, image_dim=image_dim, grid_dim=grid_dim,
+                           fused_dim=fused_dim, attention_dim=attention_dim, dropout=dropout, glimpses=glimpses,
+                           coordinates=coordinates, counts=counts)
         self.glimpses, self.coordinates, self.counts = glimpses, coordinates, counts
         feat_dim = grid_dim + (2 if coordinates else 0)
         self.g_att, self.q_att = nn.Linear(feat_dim, attention_dim), nn.Linear(question_dim, attention_dim)
@@ -174,6 +188,7 @@ class VQAModel(nn.Module):
                  hidden_dim: int = 1000, dropout: float = 0.5) -> None:
         super().__init__()
         self.encoder, self.question_encoder, self.fusion = encoder, question_encoder, fusion
+        self.config = dict(hidden_dim=hidden_dim, dropout=dropout)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(fusion.out_dim, hidden_dim), nn.ReLU(),
                                         nn.Dropout(dropout), nn.Linear(hidden_dim, num_answers))
 
@@ -214,3 +229,22 @@ def build_vqa_model(encoder: nn.Module, question_encoder: QuestionEncoderFactory
     q_enc = question_encoder(vocab_size)
     fuse = fusion(q_enc.out_dim, encoder.out_dim, grid_dim(encoder, image_size))
     return VQAModel(encoder, q_enc, fuse, num_answers, hidden_dim, dropout)
+
+
+def vqa_model_meta(model: VQAModel) -> dict:
+    """The plain-data description of a VQA model's components (stored in checkpoints)."""
+    return {"encoder": dict(model.encoder.config), "question_encoder": dict(model.question_encoder.config),
+            "fusion": dict(model.fusion.config), "classifier": dict(model.config)}
+
+
+def create_vqa_model(meta: dict, num_answers: int) -> VQAModel:
+    """Rebuilds a VQA model (untrained weights) from :func:`vqa_model_meta`'s description."""
+    from captioning.models.encoders import build_encoder
+
+    def build(registry: Registry, config: dict) -> nn.Module:
+        kwargs = dict(config)
+        return registry.get(kwargs.pop("name"))(**kwargs)
+
+    return VQAModel(build_encoder(meta["encoder"], from_checkpoint=True),
+                    build(QUESTION_ENCODERS, meta["question_encoder"]), build(FUSIONS, meta["fusion"]),
+                    num_answers, **meta["classifier"])
