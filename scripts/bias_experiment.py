@@ -25,11 +25,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from captioning.checkpoint import load_captioner  # noqa: E402
-from captioning.cli import cli_main  # noqa: E402
+from captioning.inference.checkpoint import load_captioner  # noqa: E402
+from captioning.cli.fit import cli_main  # noqa: E402
 from captioning.data.shapes import _PLURAL, _SHAPE_SYNONYM, COLOURS  # noqa: E402
-from captioning.inference import caption_files  # noqa: E402
-from captioning.io import write_json_atomic  # noqa: E402
+from captioning.inference.engine import caption_files  # noqa: E402
+from captioning.core.io import write_json_atomic  # noqa: E402
 
 SHAPE_WORDS = {**{s: s for s in _PLURAL}, **{p: s for s, p in _PLURAL.items()},
                **{w: s for s, w in _SHAPE_SYNONYM.items()}, **{w + "s": s for s, w in _SHAPE_SYNONYM.items()},

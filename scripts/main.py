@@ -19,12 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from captioning.checkpoint import load_captioner  # noqa: E402
-from captioning.cli import cli_main  # noqa: E402
-from captioning.inference import caption_files  # noqa: E402
+from captioning.inference.checkpoint import load_captioner  # noqa: E402
+from captioning.cli.fit import cli_main  # noqa: E402
+from captioning.inference.engine import caption_files  # noqa: E402
 from captioning.evaluation.evaluate import evaluate  # noqa: E402
 from captioning.evaluation.toolkit import BACKENDS  # noqa: E402
-from captioning.io import write_json_atomic  # noqa: E402
+from captioning.core.io import write_json_atomic  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:

@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from captioning.data.vqa_files import write_results  # noqa: E402
-from captioning.io import write_json_atomic  # noqa: E402
-from captioning.lit.vqa import VQAModule  # noqa: E402
-from captioning.vqa_cli import evaluate_files, format_accuracy, vqa_cli_main  # noqa: E402
+from captioning.core.io import write_json_atomic  # noqa: E402
+from captioning.training.vqa import VQAModule  # noqa: E402
+from captioning.cli.vqa import evaluate_files, format_accuracy, vqa_cli_main  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:

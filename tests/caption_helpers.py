@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from captioning.checkpoint import save_captioner
+from captioning.inference.checkpoint import save_captioner
 from captioning.models import Captioner, RNNDecoder, SmallCNN
-from captioning.vocab import Vocabulary
+from captioning.data.vocab import Vocabulary
 
 WORDS = "a red blue green circle square triangle left right of the above below".split()
 

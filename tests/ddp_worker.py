@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from captioning.cli import cli_main
+from captioning.cli.fit import cli_main
 
 
 def main(out: Path, args: list[str]) -> None:

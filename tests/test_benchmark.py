@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import captioning.benchmark.train as bench_train
-from captioning.benchmark.cli import main
+from captioning.cli.benchmark import main
 from captioning.benchmark.report import markdown, summary
 from captioning.benchmark.timing import matmul_rate
 from captioning.benchmark.train import step_gemms, train_step_fn

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from caption_helpers import tiny_checkpoint
-from captioning.caption import main
-from captioning.caption_output import journal_dir
+from captioning.cli.caption import main
+from captioning.inference.output import journal_dir
 from captioning.data.images import discover_images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,7 +128,7 @@ def test_a_run_with_no_readable_image_fails(ckpt: Path, tmp_path: Path) -> None:
 def test_two_processes_write_shards_merged_without_duplicates_or_gaps(ckpt: Path, folder: Path, tmp_path: Path) -> None:
     _caption(ckpt, folder, tmp_path / "one.jsonl")
     two = tmp_path / "two.jsonl"
-    done = subprocess.run([sys.executable, "-m", "captioning.cli", "caption", "--checkpoint", str(ckpt),
+    done = subprocess.run([sys.executable, "-m", "captioning.cli.main", "caption", "--checkpoint", str(ckpt),
                            "--images", str(folder), "--output", str(two), "--batch-size", "2", "--num-workers", "0",
                            "--devices", "2", "--no-progress"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

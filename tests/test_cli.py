@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from captioning.checkpoint import load_captioner
-from captioning.cli import cli_main
-from captioning.inference import caption_files
+from captioning.inference.checkpoint import load_captioner
+from captioning.cli.fit import cli_main
+from captioning.inference.engine import caption_files
 from conftest import last_checkpoint, shapes_overrides
 
 REPO = Path(__file__).resolve().parents[1]

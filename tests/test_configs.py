@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from captioning.cli import cli_main
+from captioning.cli.fit import cli_main
 from conftest import SHARED, shapes_overrides
 
 REPO = Path(__file__).resolve().parents[1]

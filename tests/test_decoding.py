@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from captioning.decoding import END, PAD, START, beam_search, greedy, sample
+from captioning.models.decoding import END, PAD, START, beam_search, greedy, sample
 from captioning.models.decoder import RNNDecoder
 
 V, D = 15, 8

@@ -59,7 +59,7 @@ def test_pretrained_lite0_recognizes_a_real_photograph() -> None:
     import timm
     from timm.data import ImageNetInfo
 
-    from captioning.data.coco import load_image
+    from captioning.data.images import load_image
     from captioning.models.encoders import _offline_lite0_weights
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from captioning.checkpoint import load_captioner
-from captioning.data.coco import CaptionDataset, load_image, read_caption_file
-from captioning.data.datamodule import CaptionDataModule
-from captioning.vocab import Vocabulary
+from captioning.inference.checkpoint import load_captioner
+from captioning.data.coco import CaptionDataset, read_caption_file
+from captioning.data.images import load_image
+from captioning.training.datamodules import CaptionDataModule
+from captioning.data.vocab import Vocabulary
 
 
 def _write(path: Path, data) -> Path:

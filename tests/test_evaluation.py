@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from captioning.evaluation.evaluate import evaluate, main
+from captioning.cli.evaluate import main
+from captioning.evaluation.evaluate import evaluate
 from captioning.evaluation.gallery import highlight
-from captioning.evaluation.gallery import main as gallery_main
-from captioning.evaluation.inputs import InputError
+from captioning.cli.gallery import main as gallery_main
+from captioning.data.results import InputError
 from captioning.metrics.chair import Chair
 from conftest import SHARED
 
@@ -283,7 +284,7 @@ def test_coco_mini_first_references_and_shifted_captions(tmp_path: Path) -> None
 
 
 def test_datamodule_supplies_categories_only_with_instances(tiny_shapes: Path) -> None:
-    from captioning.data.datamodule import CaptionDataModule, ShapesDataModule
+    from captioning.training.datamodules import CaptionDataModule, ShapesDataModule
     from captioning.data.shapes import SYNONYMS
 
     shapes = ShapesDataModule(root=str(tiny_shapes), num_train=16, num_val=6, num_test=6, image_size=32,

@@ -11,11 +11,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from captioning.cli import cli_main
-from captioning.data.coco import CaptionDataset, load_image, read_caption_file
+from captioning.cli.fit import cli_main
+from captioning.data.coco import CaptionDataset, read_caption_file
+from captioning.data.images import load_image
 from captioning.data.features import FeatureCache
-from captioning.features import main as features_main
-from captioning.vocab import Vocabulary
+from captioning.cli.features import main as features_main
+from captioning.data.vocab import Vocabulary
 from conftest import shapes_overrides
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from captioning.io import atomic_path, write_json_atomic
+from captioning.core.io import atomic_path, write_json_atomic
 
 
 def test_atomic_write_replaces_whole_file_with_normal_permissions(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from captioning.decoding import greedy, sample
+from captioning.models.decoding import greedy, sample
 from captioning.lab.charlm import CharLMConfig, run, train_hello, variant_configs
 from captioning.lab.config import ConfigError
 from captioning.lab.lm import CharLM, TrainConfig, activation_bytes, bptt_windows, bits_per_char, generate, train_lm

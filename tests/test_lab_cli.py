@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from captioning.lab.cli import EXPERIMENTS, main
+from captioning.cli.lab import EXPERIMENTS, main
 from captioning.lab.config import ConfigError, coerce, load_config, parse_overrides
 from captioning.lab.gradflow import GradFlowConfig
 from captioning.lab.toy import ToyConfig
@@ -55,7 +55,7 @@ def test_quick_preset_is_applied(tmp_path: Path) -> None:
 
 
 def test_top_level_command_dispatches_to_the_lab(tmp_path: Path) -> None:
-    from captioning.cli import main as captioning_main
+    from captioning.cli.main import main as captioning_main
 
     captioning_main(["lab", "gradflow", "--out", str(tmp_path), "--cells", "gru", "--scales", "1", "--seq_len", "3",
                      "--input_scales", "1", "--train_steps", "2", "--hidden_size", "4"])

@@ -3,9 +3,9 @@
 import torch
 import torch.nn.functional as F
 
-from captioning.decoding import beam_search, greedy
+from captioning.models.decoding import beam_search, greedy
 from captioning.models import Captioner, RNNDecoder, SmallCNN
-from captioning.vocab import Vocabulary
+from captioning.data.vocab import Vocabulary
 
 
 def test_tiny_model_overfits_two_images_to_their_exact_captions() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from captioning.data import CaptionDataModule
+from captioning.training import CaptionDataModule
 from captioning.data.coco import read_caption_file
 from captioning.data.prepare import coco_main, karpathy_main
 from conftest import SHARED
@@ -84,9 +84,9 @@ def test_missing_files_are_named_with_where_they_were_looked_for(karpathy, tmp_p
 
 @pytest.mark.skipif(not COCO_MINI.is_dir(), reason="../shared/coco-mini is absent (the real COCO subset)")
 def test_real_coco_subset_prepare_cache_train_caption_evaluate(tmp_path: Path) -> None:
-    from captioning.caption import main as caption
-    from captioning.cli import cli_main
-    from captioning.features import main as features
+    from captioning.cli.caption import main as caption
+    from captioning.cli.fit import cli_main
+    from captioning.cli.features import main as features
     from captioning.metrics import compute_caption_metrics
 
     counts = coco_main(["--root", str(COCO_MINI), "--min-word-count", "1"])

@@ -10,9 +10,9 @@ import pytorch_lightning as L
 import torch
 import torch.nn.functional as F
 
-from captioning.lit.module import CaptioningModule
+from captioning.training.captioning import CaptioningModule
 from captioning.models import RNNDecoder, SmallCNN
-from captioning.vocab import Vocabulary
+from captioning.data.vocab import Vocabulary
 
 
 def _module(**kwargs) -> CaptioningModule:
@@ -59,7 +59,7 @@ def test_init_weights_loads_a_checkpoint_and_names_a_mismatch(tmp_path: Path) ->
 def test_slurm_layer_resolves_on_top_of_a_run_config(capsys) -> None:
     import yaml
 
-    from captioning.cli import cli_main
+    from captioning.cli.fit import cli_main
 
     repo = Path(__file__).resolve().parents[1]
     with pytest.raises(SystemExit):
@@ -72,13 +72,13 @@ def test_slurm_layer_resolves_on_top_of_a_run_config(capsys) -> None:
 
 
 def test_scheduled_sampling_objective_from_the_command_line(tiny_shapes: Path, tmp_path: Path) -> None:
-    from captioning.cli import cli_main
+    from captioning.cli.fit import cli_main
     from conftest import shapes_overrides
 
     repo = Path(__file__).resolve().parents[1]
     cli = cli_main(["fit", "--config", str(repo / "configs/shapes.yaml"), *shapes_overrides(tiny_shapes),
                     f"--trainer.default_root_dir={tmp_path}", "--trainer.fast_dev_run=2",
-                    "--trainer.enable_progress_bar=false", "--model.objective=captioning.lit.objectives.ScheduledSampling",
+                    "--trainer.enable_progress_bar=false", "--model.objective=captioning.training.objectives.ScheduledSampling",
                     "--model.objective.init_args.ramp_steps=1"])
     assert cli.trainer.logged_metrics["train/sampling_prob"] == pytest.approx(0.25)
     assert torch.isfinite(cli.trainer.logged_metrics["train/loss"])

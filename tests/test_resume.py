@@ -9,8 +9,8 @@ import pytest
 import pytorch_lightning as L
 import torch
 
-from captioning.cli import cli_main
-from captioning.lit.resume import AtomicCheckpointIO
+from captioning.cli.fit import cli_main
+from captioning.training.resume import AtomicCheckpointIO
 from conftest import shapes_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,8 +26,8 @@ class Kill(L.Callback):
 STEP_CHECKPOINTS = """
 trainer:
   callbacks:
-    - {class_path: captioning.lit.resume.LastCheckpoint, init_args: {every_n_train_steps: 3}}
-    - class_path: captioning.lit.resume.ReseedEveryStep
+    - {class_path: captioning.training.resume.LastCheckpoint, init_args: {every_n_train_steps: 3}}
+    - class_path: captioning.training.resume.ReseedEveryStep
 """
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from captioning.runtime import keep_freed_memory
+from captioning.core.runtime import keep_freed_memory
 
 
 def test_keep_freed_memory_takes_effect_with_glibc() -> None:

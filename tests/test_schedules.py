@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from captioning.lit.schedules import WarmupCosineLR
+from captioning.training.schedules import WarmupCosineLR
 
 
 def _lrs(steps: int, **kwargs) -> list[float]:

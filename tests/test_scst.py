@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from captioning.cli import cli_main
-from captioning.decoding import sample, sample_with_grad
-from captioning.lit.scst import training_statistics
+from captioning.cli.fit import cli_main
+from captioning.models.decoding import sample, sample_with_grad
+from captioning.training.scst import training_statistics
 from captioning.metrics import CiderDStatistics, cider_d
 from captioning.metrics.reward import cider_d_scores
 from captioning.models import RNNDecoder
@@ -75,8 +75,8 @@ def test_scst_fine_tunes_a_cross_entropy_checkpoint_from_config(tiny_shapes: Pat
 
 
 def test_scheduled_sampling_equals_teacher_forcing_at_zero_and_feeds_samples_above() -> None:
-    from captioning.decoding import scheduled_sampling
-    from captioning.lit.objectives import ScheduledSampling
+    from captioning.models.decoding import scheduled_sampling
+    from captioning.training.objectives import ScheduledSampling
 
     decoder, v = RNNDecoder(12, 8, 8, 16), torch.randn(3, 8)
     tokens = torch.tensor([[1, 5, 6, 7, 2], [1, 8, 2, 0, 0], [1, 9, 9, 4, 2]])  # <START>=1 … <END>=2

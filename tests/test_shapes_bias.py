@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from captioning.cli import cli_main
-from captioning.data.datamodule import ShapesDataModule
+from captioning.cli.fit import cli_main
+from captioning.training.datamodules import ShapesDataModule
 from captioning.data.shapes import SPLITS, _article, _join, generate_shapes
 from conftest import load_script, shapes_overrides
 

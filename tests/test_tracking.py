@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from captioning.cli import cli_main
-from captioning.lit.tracking import table_rows
+from captioning.cli.fit import cli_main
+from captioning.training.tracking import table_rows
 from conftest import shapes_overrides
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 import pytest
 
-from captioning.vocab import SPECIALS, Vocabulary, tokenize
+from captioning.data.vocab import SPECIALS, Vocabulary, tokenize
 
 
 def test_tokenize_lowercases_and_splits_punctuation() -> None:

@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from captioning.cli import main as captioning_main
+from captioning.cli.main import main as captioning_main
 from captioning.data.vqa_files import read_results
 from captioning.models import SmallCNN
 from captioning.models.vqa import AttentionFusion, ProductFusion, QuestionEncoder, build_vqa_model
-from captioning.vqa_cli import evaluate_files, vqa_cli_main
+from captioning.cli.vqa import evaluate_files, vqa_cli_main
 from conftest import last_checkpoint, shapes_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ def test_fit_logs_official_accuracy_and_saves_vocabularies(fitted) -> None:
 
 
 def test_load_vqa_rebuilds_the_trained_model_from_the_checkpoint_alone(fitted, tmp_path: Path) -> None:
-    from captioning.checkpoint import load_vqa
+    from captioning.inference.checkpoint import load_vqa
 
     cli, _, _ = fitted
     path = tmp_path / "moved.ckpt"  # a copy in another folder: nothing in it points back to the run

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from captioning.data.shapes_vqa import ANNOTATIONS_FILE, QUESTIONS_FILE, generate_shapes_vqa
-from captioning.data.vqa import AnswerVocab, ShapesVQADataModule
+from captioning.data.vocab import AnswerVocab
+from captioning.training.vqa_data import ShapesVQADataModule
 from captioning.data.vqa_files import VQAFileError, read_annotations, read_questions, read_results, write_results
 from captioning.metrics.vqa import question_accuracy
 from conftest import TINY

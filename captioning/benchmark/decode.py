@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from captioning.benchmark.timing import measure
 from captioning.benchmark.workload import Workload, build_decoder
-from captioning.decoding import END, PAD, START, beam_search, greedy
+from captioning.models.decoding import END, PAD, START, beam_search, greedy
 from captioning.models.decoder import RNNDecoder
 
 

@@ -23,14 +23,16 @@ import torch
 
 from captioning.benchmark.timing import measure
 from captioning.benchmark.workload import Workload
-from captioning.caption import main as caption_main
-from captioning.checkpoint import save_captioner
-from captioning.data.coco import load_image
+from captioning.inference.engine import DecodeOptions
+from captioning.inference.output import CaptionJob
+from captioning.training.predict import caption_collection
+from captioning.inference.checkpoint import save_captioner
+from captioning.data.images import load_image
 from captioning.data.images import ImageRef, image_loader
 from captioning.models.captioner import Captioner
 from captioning.models.decoder import RNNDecoder
 from captioning.models.encoders import TimmEncoder
-from captioning.vocab import Vocabulary
+from captioning.data.vocab import Vocabulary
 
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[2].parent / "shared" / "coco-mini"
 IMAGE_SIZE = 224
@@ -117,10 +119,13 @@ def bench_end_to_end(w: Workload, device: torch.device, photos: Path | None, ima
         model.to(device)
         listing = Path(tmp) / "images.txt"
         listing.write_text("".join(f"{p.resolve()}\n" for p in paths))
-        command = ["--checkpoint", str(ckpt), "--images", str(listing), "--output", str(Path(tmp) / "out.jsonl"),
-                   "--batch-size", str(batch_size), "--num-workers", str(num_workers), "--beam-size",
-                   str(w.beam_size), "--max-len", str(w.words), "--device", device.type, "--no-progress"]
-        timings = measure({"caption": lambda: caption_main(command), "encoder alone": encoder_alone,
+        options = DecodeOptions(beam_size=w.beam_size, max_len=w.words)
+
+        def caption() -> None:  # what `captioning caption --images LISTING --output OUT.jsonl` runs
+            caption_collection(CaptionJob(listing, Path(tmp) / "out.jsonl"), ckpt, options, batch_size, num_workers,
+                               device.type, progress=False)
+
+        timings = measure({"caption": caption, "encoder alone": encoder_alone,
                            "decoding alone": decoding_alone, "reading + encoder": _loader_and_encoder(
                                model, paths, batch_size, num_workers, device)}, device, warmup, repeats, clock)
     rates = {name: t.rate(len(paths)) for name, t in timings.items()}

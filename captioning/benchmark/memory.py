@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from captioning.benchmark.workload import Workload, build_decoder
-from captioning.decoding import PAD
+from captioning.models.decoding import PAD
 from captioning.models.cells import injected_input_term, lstm_layer
 from captioning.models.decoder import RNNDecoder
 

@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from captioning.benchmark.timing import gemm_flops, measure
 from captioning.benchmark.workload import Workload, build_decoder, train_step_flops, training_batch
-from captioning.decoding import PAD
+from captioning.models.decoding import PAD
 from captioning.models.decoder import RNNDecoder
 
 

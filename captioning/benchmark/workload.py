@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from captioning.benchmark.timing import gemm_flops
-from captioning.decoding import END
+from captioning.models.decoding import END
 from captioning.models.decoder import RNNDecoder
 
 

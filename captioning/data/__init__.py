@@ -1,5 +1,2 @@
-"""Caption data: COCO-format readers, the built-in shapes generator and the data modules."""
-
-from captioning.data.datamodule import CaptionDataModule, ShapesDataModule
-
-__all__ = ["CaptionDataModule", "ShapesDataModule"]
+"""Data, framework-free (no Lightning): COCO-format and VQA file readers and validators, vocabularies, image
+files, feature caches and the built-in shapes generators."""

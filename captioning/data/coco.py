@@ -11,14 +11,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from captioning.data.features import SplitFeatures
-from captioning.vocab import Vocabulary
+from captioning.data.images import load_image
+from captioning.data.vocab import Vocabulary
 
 
 @dataclass(frozen=True)
@@ -87,26 +86,6 @@ def read_instance_categories(path: str | Path) -> dict[int, list[str]]:
         return instance_categories(data)
     except (ValueError, TypeError, AttributeError) as err:
         raise ValueError(f"{path}: {err}") from err
-IMAGE_TRANSFORM = "RGB, PIL bicubic resize to image_size x image_size, uint8 scaled to [0, 1]"  # recorded in caches
-
-
-def load_image(path: str | Path, image_size: int) -> Tensor:
-    """Reads an image as RGB, resized to ``image_size``², scaled to [0, 1], (3, S, S).
-
-    Raises:
-        ValueError: naming the file, when it is missing or cannot be decoded.
-    """
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            if img.size != (image_size, image_size):
-                img = img.resize((image_size, image_size), Image.BICUBIC)
-            array = np.asarray(img, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # PIL raises all of these
-        raise ValueError(f"cannot read image file {path}: {err}") from err
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)  # (3, S, S)
-
-
 class CaptionDataset(Dataset):
     """One item per image: the image, its id, its reference captions and (for training) their token ids.
 

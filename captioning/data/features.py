@@ -1,4 +1,4 @@
-"""Reading a feature cache: encoder features of every image, memory-mapped ``.npy`` files plus ``index.json``.
+"""A feature cache: what made it (the encoder's identity, checked by readers) and reading it: encoder features of every image, memory-mapped ``.npy`` files plus ``index.json``.
 
 Layout of a cache folder (written by ``captioning features``)::
 
@@ -13,11 +13,16 @@ concurrently; nothing is loaded into memory up front.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
+
+from captioning.data.images import IMAGE_TRANSFORM
 
 INDEX = "index.json"
 FORMAT = 1
@@ -111,3 +116,39 @@ class FeatureCache:
             raise ValueError(f"{self.folder / INDEX}: no split {name!r} (has {sorted(self.index['splits'])}); "
                              f"extract it with `captioning features`")
         return SplitFeatures(self.folder, name, self.index["splits"][name])
+
+
+def weights_hash(module: nn.Module) -> str:
+    """SHA-256 over the names, shapes, dtypes and bytes of a module's state dict."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def encoder_identity(encoder: nn.Module, image_size: int) -> dict:
+    """What determines cached features: the encoder's kind and backbone, its weights (hash), the input size
+    and the image transform (resizing plus the encoder's own normalization)."""
+    config = getattr(encoder, "config", {})
+    return {"encoder": {k: config[k] for k in ("name", "model") if k in config},
+            "weights_sha256": weights_hash(encoder), "image_size": int(image_size),
+            "transform": {"pixels": IMAGE_TRANSFORM, "mean": encoder.mean.flatten().tolist(),
+                          "std": encoder.std.flatten().tolist()}}
+
+
+def check_identity(recorded: dict, encoder: nn.Module, image_size: int, source: str = "feature cache") -> None:
+    """Refuses cached features that another encoder, other weights or another transform made.
+
+    Raises:
+        ValueError: naming the cache and each field that differs, or saying the encoder is not frozen.
+    """
+    if not getattr(encoder, "freeze", False):
+        raise ValueError(f"{source}: cached features need a frozen encoder (set the encoder's freeze: true); "
+                         f"a fine-tuned encoder changes its features every step")
+    own = encoder_identity(encoder, image_size)
+    diffs = [f"{k}: cache {recorded.get(k)!r} vs model {own[k]!r}" for k in own if recorded.get(k) != own[k]]
+    if diffs:
+        raise ValueError(f"{source} was made by a different encoder or transform than this model's; refusing it "
+                         f"(extract it again with `captioning features`):\n  " + "\n  ".join(diffs))

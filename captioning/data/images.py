@@ -10,12 +10,34 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from captioning.data.coco import load_image
-
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
+
+
+IMAGE_TRANSFORM = "RGB, PIL bicubic resize to image_size x image_size, uint8 scaled to [0, 1]"  # recorded in caches
+
+
+def load_image(path: str | Path, image_size: int) -> Tensor:
+    """Reads an image as RGB, resized to ``image_size``², scaled to [0, 1], (3, S, S).
+
+    Raises:
+        ValueError: naming the file, when it is missing or cannot be decoded.
+    """
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if img.size != (image_size, image_size):
+                img = img.resize((image_size, image_size), Image.BICUBIC)
+            array = np.asarray(img, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # PIL raises all of these
+        raise ValueError(f"cannot read image file {path}: {err}") from err
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)  # (3, S, S)
+
 
 
 @dataclass  # not frozen: Lightning rebuilds dataclasses found in a batch when moving it to a device
@@ -159,7 +181,7 @@ def collate_images(items: list[dict]) -> dict:
 
 def image_loader(refs: list[ImageRef], image_size: int, batch_size: int, num_workers: int) -> DataLoader:
     """Batches of :func:`collate_images` over ``refs`` in order, read by ``num_workers`` worker processes (the
-    loader of ``captioning caption``, :func:`~captioning.inference.caption_files`, ``captioning features`` and
+    loader of ``captioning caption``, :func:`~captioning.inference.engine.caption_files`, ``captioning features`` and
     the end-to-end benchmark)."""
     return DataLoader(ImageFiles(refs, image_size), batch_size=batch_size, num_workers=num_workers,
                       collate_fn=collate_images)

@@ -15,8 +15,8 @@ import io
 import json
 from pathlib import Path
 
-from captioning.io import write_json_atomic
-from captioning.vocab import Vocabulary
+from captioning.core.io import write_json_atomic
+from captioning.data.vocab import Vocabulary
 
 KARPATHY_SPLITS = ("train", "val", "test")
 

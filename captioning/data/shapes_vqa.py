@@ -43,7 +43,7 @@ from typing import Callable
 import numpy as np
 
 from captioning.data.shapes import COLOURS, SHAPES, SPLITS
-from captioning.io import write_json_atomic
+from captioning.core.io import write_json_atomic
 
 FORMAT_VERSION = 1
 QUESTIONS_FILE = "vqa/v2_OpenEnded_shapes_{split}_questions.json"

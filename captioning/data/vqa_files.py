@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from captioning.io import write_json_atomic
+from captioning.core.io import write_json_atomic
 
 
 class VQAFileError(ValueError):

@@ -1,4 +1,4 @@
-"""``captioning evaluate``: COCO caption metrics and CHAIR for a COCO results file.
+"""COCO caption metrics and CHAIR of a COCO results file, and its outputs (``captioning evaluate``).
 
 Usage::
 
@@ -12,15 +12,13 @@ each file is written atomically.
 
 from __future__ import annotations
 
-import argparse
+import json
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from captioning.evaluation.inputs import (
+from captioning.data.results import (
     InputError,
     ResultRow,
     check_known_ids,
@@ -29,44 +27,14 @@ from captioning.evaluation.inputs import (
     read_results,
 )
 from captioning.evaluation.toolkit import BACKENDS, METRIC_NAMES, CaptionScores, score_captions
-from captioning.io import atomic_path, write_text_atomic
+from captioning.core.io import atomic_path, write_text_atomic
+from captioning.evaluation.chair import ChairScores, chair_scores, mention_dicts
+from captioning.evaluation.gallery import GalleryItem, render_gallery
+from captioning.evaluation.report import render_report
 from captioning.metrics.chair import synonyms_path, table_for
 
 CAPTION_KEYS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 CHAIR_MODES = ("reference", "fixed")
-
-
-@dataclass
-class ChairScores:
-    """CHAIR of one set of captions: the metric object (for tokens) and its result."""
-
-    chair: Any  # captioning.metrics.chair.Chair
-    result: Any  # captioning.metrics.chair.ChairResult
-
-
-def chair_scores(captions: Mapping[int, str], references: Mapping[int, Sequence[str]], instances: dict,
-                 synonyms: str | Path, mode: str = "reference") -> ChairScores:
-    """CHAIR of ``captions``; ground truth = instance categories ∪ objects mentioned in the references.
-
-    Args:
-        captions: Image id -> generated caption.
-        references: Image id -> reference captions (may be empty for an image).
-        instances: An official ``instances_*.json`` dict.
-        synonyms: The synonym table (COCO: the CHAIR reference table; shapes: its own).
-        mode: ``reference`` (reproduces LisaAnne/Hallucination) or ``fixed`` (its quirks fixed).
-    """
-    from captioning.metrics.chair import Chair, instance_categories
-
-    chair = Chair.from_file(synonyms, mode=mode)
-    categories = instance_categories(instances)
-    truth = {i: chair.ground_truth(categories.get(i, []), references.get(i, ())) for i in captions}
-    return ChairScores(chair, chair.evaluate(captions, truth))
-
-
-def mention_dicts(mentions: Sequence[Any]) -> list[dict]:
-    """Mentions as JSON objects ``{"word", "category", "index", "length"}`` (``index``: first token in
-    ``chair.tokens(caption)``; ``length``: tokens spanned)."""
-    return [{"word": m.word, "category": m.category, "index": m.index, "length": m.length} for m in mentions]
 
 
 def _per_image(rows: Sequence[ResultRow], per_image_scores: Mapping[int, Mapping[str, float]],
@@ -175,14 +143,10 @@ def _render_outputs(metrics: dict, rows: Sequence[ResultRow], ann: Any, referenc
                     chair: ChairScores | None, output: str | Path | None, gallery: str | Path | None,
                     report: str | Path | None, image_dir: Path | None) -> dict[Path, str | bytes]:
     """Every output file's content, computed before anything is written."""
-    import json
-
     files: dict[Path, str | bytes] = {}
     if output is not None:
         files[Path(output)] = json.dumps(metrics, indent=1, ensure_ascii=False) + "\n"
     if gallery is not None:
-        from captioning.evaluation.gallery import GalleryItem, render_gallery
-
         items = [GalleryItem.from_metrics(entry, image_dir / ann.file_names[entry["image_id"]],
                                           references[entry["image_id"]],
                                           chair.chair.tokens(entry["caption"]) if chair else None)
@@ -190,8 +154,6 @@ def _render_outputs(metrics: dict, rows: Sequence[ResultRow], ann: Any, referenc
         files.update(render_gallery(items, Path(gallery), title=f"{Path(metrics['results']).name}",
                                     summary=format_table(metrics)))
     if report is not None and chair is not None:
-        from captioning.evaluation.report import render_report
-
         lengths = {row.image_id: count_words(chair.chair.tokens(row.caption)) for row in rows}
         files.update(render_report(metrics, lengths, Path(report)))
     return files
@@ -221,35 +183,3 @@ def format_table(metrics: Mapping[str, Any]) -> str:
                  + (f"; CHAIR mode {metrics['chair_mode']}" if metrics.get("chair_mode") else ""))
     lines += [f"note: {note}" for note in metrics.get("notes", [])]
     return "\n".join(lines)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="captioning evaluate", allow_abbrev=False,
-                                     description="COCO caption metrics and CHAIR of a COCO results file.")
-    parser.add_argument("--results", required=True, help="COCO results file: [{'image_id': int, 'caption': str}]")
-    parser.add_argument("--annotations", required=True, help="official captions_*.json (references)")
-    parser.add_argument("--instances", help="official instances_*.json (CHAIR ground truth)")
-    parser.add_argument("--synonyms", help="CHAIR synonym table: a file, or a packaged table (coco, shapes); "
-                                           "default: the packaged table that names the instance categories")
-    parser.add_argument("--output", help="METRICS.json to write")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="caption metrics: pycocoevalcap (Java), python (Java-free), auto (default)")
-    parser.add_argument("--chair-mode", choices=CHAIR_MODES, default="reference",
-                        help="reference: the published CHAIR numbers (default); fixed: its quirks fixed")
-    parser.add_argument("--gallery", help="folder for an HTML gallery")
-    parser.add_argument("--report", help="folder for the hallucination report (needs CHAIR)")
-    parser.add_argument("--images", help="image folder for the gallery (default: <root>/<split> of the "
-                                         "official layout)")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> dict:
-    """Runs ``captioning evaluate``; bad input exits with status 2 and a message naming the file."""
-    parser = _parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
-    try:
-        return evaluate(args.results, args.annotations, args.instances, args.synonyms, output=args.output,
-                        backend=args.backend, chair_mode=args.chair_mode, gallery=args.gallery,
-                        report=args.report, images=args.images)
-    except (ValueError, FileNotFoundError) as err:
-        parser.error(str(err))

@@ -9,23 +9,21 @@ Images are **referenced, not copied**: each ``<img src>`` is the image's path re
 images, or open it where it was written.
 
 ``captioning gallery CAPTIONS --images DIR --output DIR [--annotations CAPTIONS.json] [--instances
-INSTANCES.json --synonyms FILE]`` builds a gallery from batch-captioning output (JSON Lines of ``image_id``,
+INSTANCES.json] [--synonyms FILE]`` (:mod:`captioning.cli.gallery`) builds a gallery from batch-captioning output (JSON Lines of ``image_id``,
 ``file_name``, ``caption``, ``score``) or a COCO results list, without references unless given.
 """
 
 from __future__ import annotations
 
-import argparse
 import html
 import os
-import sys
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from captioning.evaluation.inputs import InputError, ResultRow, read_annotations, read_caption_rows, read_instances
-from captioning.metrics.chair import table_for
+from captioning.data.results import InputError, ResultRow, read_annotations, read_instances
+from captioning.evaluation.chair import chair_scores, mention_dicts
 
 _STYLE = """body{font-family:sans-serif;margin:1.5em;background:#fafafa}
 .item{display:flex;align-items:flex-start;gap:1em;background:#fff;border:1px solid #ddd;padding:.8em;margin:.6em 0}
@@ -149,10 +147,8 @@ def render_gallery(items: Sequence[GalleryItem], folder: Path, title: str = "cap
     return {folder / "index.html": page}
 
 
-def _items(rows: Sequence[ResultRow], images: Path, annotations: str | None, instances: str | None,
+def gallery_items(rows: Sequence[ResultRow], images: Path, annotations: str | None, instances: str | None,
            synonyms: str | None, chair_mode: str) -> list[GalleryItem]:
-    from captioning.evaluation.evaluate import chair_scores, mention_dicts
-
     ann = read_annotations(annotations) if annotations else None
     references = {r.image_id: list(ann.references.get(r.image_id, ())) if ann else [] for r in rows}
     files = {}
@@ -177,35 +173,3 @@ def _items(rows: Sequence[ResultRow], images: Path, annotations: str | None, ins
             item.hallucinated = mention_dicts(image.hallucinated) if instances else []
         items.append(item)
     return items
-
-
-def main(argv: Sequence[str] | None = None) -> Path:
-    """Runs ``captioning gallery``; bad input exits with status 2 and a message naming the file."""
-    from captioning.evaluation.evaluate import CHAIR_MODES, write_outputs
-
-    parser = argparse.ArgumentParser(prog="captioning gallery", allow_abbrev=False,
-                                     description="HTML gallery of generated captions.")
-    parser.add_argument("captions", help="JSON Lines (image_id, file_name, caption, score) or a COCO results list")
-    parser.add_argument("--images", required=True, help="folder the file names are relative to")
-    parser.add_argument("--output", required=True, help="gallery folder (index.html is written there)")
-    parser.add_argument("--annotations", help="captions_*.json: references and file names")
-    parser.add_argument("--instances", help="instances_*.json: hallucinated objects are highlighted")
-    parser.add_argument("--synonyms", help="CHAIR synonym table (a file, or coco / shapes): object mentions are "
-                                           "marked; default with --instances: the packaged table of its categories")
-    parser.add_argument("--chair-mode", choices=CHAIR_MODES, default="reference")
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
-    try:
-        synonyms = args.synonyms
-        if args.instances and not synonyms:
-            synonyms = table_for(c["name"] for c in read_instances(args.instances)["categories"])
-            if synonyms is None:
-                raise InputError(f"no packaged CHAIR synonym table names every category of {args.instances}: "
-                                 "pass --synonyms")
-        rows = read_caption_rows(args.captions)
-        items = _items(rows, Path(args.images), args.annotations, args.instances, synonyms, args.chair_mode)
-        files = render_gallery(items, Path(args.output), title=Path(args.captions).name)
-    except (ValueError, FileNotFoundError) as err:
-        parser.error(str(err))
-    write_outputs(files)
-    print(f"wrote {Path(args.output) / 'index.html'} ({len(items)} images)")
-    return Path(args.output) / "index.html"

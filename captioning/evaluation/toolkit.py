@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from captioning.metrics import cider_d, corpus_bleu, rouge_l, tokenize
-from captioning.registry import Registry
+from captioning.core.registry import Registry
 
 BACKENDS = ("auto", "pycocoevalcap", "python")
 BLEU = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4")

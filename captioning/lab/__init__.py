@@ -1,7 +1,7 @@
 """The RNN lab: small, runnable experiments on recurrent models themselves.
 
 Each experiment is a module with a config dataclass and a ``run(config, out)`` function, and a subcommand of
-``captioning lab`` (see :mod:`captioning.lab.cli`):
+``captioning lab`` (see :mod:`captioning.cli.lab`):
 
 * :mod:`~captioning.lab.toy`: the hand-built ReLU RNN that detects two 1s in a row, and a trained one.
 * :mod:`~captioning.lab.charlm`: character-level language models (inputs, cells, depth, full vs truncated
@@ -12,5 +12,5 @@ Each experiment is a module with a config dataclass and a ``run(config, out)`` f
 
 Every recurrent model is built with :func:`captioning.models.cells.build_rnn` and stepped, where per-step
 access is needed, with :func:`captioning.models.cells.cell_step`; text generation uses
-:mod:`captioning.decoding`.
+:mod:`captioning.models.decoding`.
 """

@@ -3,7 +3,7 @@
 Trains the lecture's "hello" model, then a base model on real text and one variant per changed setting
 (one-hot input, cell, depth, full BPTT, no clipping), reports held-out bits per character against the
 unigram baseline, measures the activation memory of full vs truncated BPTT as sequences grow, and
-decodes greedily and with temperature sampling through :mod:`captioning.decoding`.
+decodes greedily and with temperature sampling through :mod:`captioning.models.decoding`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from types import MappingProxyType
 import torch
 import torch.nn.functional as F
 
-from captioning.decoding import END, START
-from captioning.io import write_json_atomic
+from captioning.models.decoding import END, START
+from captioning.core.io import write_json_atomic
 from captioning.lab.config import ConfigError, apply, as_dict, parse_overrides
 from captioning.lab.lm import CharLM, TrainConfig, activation_bytes, bptt_windows, generate, train_lm
 from captioning.lab.render import coloured_html, coloured_png, figure, save_figure, write_html
 from captioning.lab.text import HELLO, char_vocab, encode, load_corpus, split_text, unigram_bits
-from captioning.vocab import Vocabulary
+from captioning.data.vocab import Vocabulary
 
 DEFAULT_VARIANTS = ("", "embed_dim=0", "cell=rnn_tanh", "cell=gru", "num_layers=2", "bptt=0", "clip=0")
 QUICK = MappingProxyType({"steps": 120, "eval_every": 40, "variants": ("", "embed_dim=0", "bptt=0"),

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captioning.io import write_json_atomic
+from captioning.core.io import write_json_atomic
 from captioning.lab.config import as_dict, require_positive
 from captioning.lab.render import figure, save_figure
 from captioning.models.cells import build_rnn, cell_step, check_cell, input_projection

@@ -16,7 +16,7 @@ from types import MappingProxyType
 import numpy as np
 import torch
 
-from captioning.io import write_json_atomic
+from captioning.core.io import write_json_atomic
 from captioning.lab.config import as_dict
 from captioning.lab.lm import CharLM, TrainConfig, train_lm
 from captioning.lab.render import coloured_html, coloured_png, figure, save_figure, write_html

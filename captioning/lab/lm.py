@@ -2,7 +2,7 @@
 
 Training is full or truncated backpropagation through time (:func:`bptt_windows`), evaluation is bits per
 character, and :func:`activation_bytes` counts the memory autograd holds for the backward pass. The model
-has ``init_state(prompt)``/``step`` so :mod:`captioning.decoding` generates text from it.
+has ``init_state(prompt)``/``step`` so :mod:`captioning.models.decoding` generates text from it.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captioning.decoding import START, greedy, sample
+from captioning.models.decoding import START, greedy, sample
 from captioning.lab.config import require_positive
 from captioning.lab.text import decode, encode
 from captioning.models.cells import State, build_rnn, check_cell, run_fused
-from captioning.vocab import Vocabulary
+from captioning.data.vocab import Vocabulary
 
 
 

@@ -15,7 +15,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from captioning.io import atomic_path, write_text_atomic
+from captioning.core.io import atomic_path, write_text_atomic
 
 CMAP = "RdBu_r"  # negative blue, zero white, positive red
 

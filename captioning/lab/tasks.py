@@ -3,7 +3,7 @@
 * Many-to-one: is a variable-length binary sequence mostly ones? Read out from the last state (at each
   sequence's own length) or from the mean or max of all its states.
 * One-to-many: from one input (a digit) generate its spelled-out name. The input sets ``h_0``; the name is
-  decoded with :func:`captioning.decoding.greedy`, like a caption from an image.
+  decoded with :func:`captioning.models.decoding.greedy`, like a caption from an image.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captioning.decoding import END, PAD, START, greedy
-from captioning.io import write_json_atomic
+from captioning.models.decoding import END, PAD, START, greedy
+from captioning.core.io import write_json_atomic
 from captioning.lab.config import as_dict, require_positive
 from captioning.lab.render import figure, save_figure, write_html
 from captioning.lab.text import char_vocab, decode, encode

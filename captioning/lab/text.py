@@ -1,7 +1,7 @@
 """Character corpora and a character vocabulary for the char-level language model.
 
 Corpora: the lecture's ``"hello"``, this repository's own Python source (the default real text), or any
-UTF-8 text file. Characters are ids of a :class:`captioning.vocab.Vocabulary`, so ids 0–3 are
+UTF-8 text file. Characters are ids of a :class:`captioning.data.vocab.Vocabulary`, so ids 0–3 are
 ``<PAD> <START> <END> <UNK>`` and the shared decoding functions work on characters unchanged.
 """
 
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 import captioning
-from captioning.vocab import Vocabulary
+from captioning.data.vocab import Vocabulary
 
 HELLO = "hello"
 PACKAGE_ROOT = Path(captioning.__file__).resolve().parent

@@ -223,6 +223,11 @@ class Chair:
             truth.update(m.category for m in self.mentions(ref))
         return truth
 
+    def ground_truths(self, image_ids: Iterable[int], categories: Mapping[int, Iterable[str]],
+                      references: Mapping[int, Iterable[str]]) -> dict[int, set[str]]:
+        """:meth:`ground_truth` of each image (an image missing from ``categories``/``references`` has none)."""
+        return {i: self.ground_truth(categories.get(i, ()), references.get(i, ())) for i in image_ids}
+
     def evaluate(self, captions: Mapping[int, str], ground_truth: Mapping[int, Iterable[str]]) -> ChairResult:
         """CHAIRs, CHAIRi and per-image details of generated captions.
 

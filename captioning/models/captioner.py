@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from captioning.decoding import Captions, beam_search, greedy
+from captioning.models.decoding import Captions, beam_search, greedy
 
 
 class Captioner(nn.Module):
-    """Image → ``v`` → word logits; decoding itself lives in :mod:`captioning.decoding`.
+    """Image → ``v`` → word logits; decoding itself lives in :mod:`captioning.models.decoding`.
 
     Args:
         encoder: Maps images (B, 3, H, W) in [0, 1] to ``(v, grid)``.

@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from captioning.registry import Registry
+from captioning.core.registry import Registry
 
 ENCODERS: Registry[nn.Module] = Registry("encoder")
 EFFICIENTNET_LITE0 = "tf_efficientnet_lite0"

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captioning.models.cells import build_rnn, check_cell, run_fused
-from captioning.registry import Registry
+from captioning.core.registry import Registry
 
 QUESTION_ENCODERS: Registry[nn.Module] = Registry("question encoder")
 FUSIONS: Registry[nn.Module] = Registry("fusion")

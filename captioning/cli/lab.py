@@ -2,7 +2,7 @@
 
 Builds the experiment's config (defaults, then the YAML file, then the ``--quick`` preset, then the
 overrides), runs it, writes ``results.json`` and its figures into ``--out`` (default
-``runs/lab/<experiment>``) and prints its tables. Also ``python -m captioning.lab.cli``.
+``runs/lab/<experiment>``) and prints its tables. Also ``python -m captioning.cli.lab``.
 """
 
 from __future__ import annotations

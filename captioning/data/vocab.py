@@ -1,4 +1,5 @@
-"""Word vocabulary for captions and questions: tokenization, special tokens, encode/decode."""
+"""The vocabularies: words of captions and questions (tokenization, special tokens, encode/decode) and the VQA
+answer classes with their soft scores."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from functools import lru_cache
 from typing import Iterable, Sequence
 
 from nltk.tokenize import TreebankWordTokenizer
+
+from captioning.metrics.vqa import clean_whitespace, normalize_answer, question_accuracy
 
 PAD, START, END, UNK = "<PAD>", "<START>", "<END>", "<UNK>"
 SPECIALS = (PAD, START, END, UNK)
@@ -87,3 +90,47 @@ class Vocabulary:
         if not isinstance(itos, list) or tuple(itos[: len(SPECIALS)]) != SPECIALS:
             raise ValueError("vocabulary data must hold 'itos' starting with " + " ".join(SPECIALS))
         return cls(itos[len(SPECIALS):])
+
+
+class AnswerVocab:
+    """The classifier's answers: normalized training answers seen at least ``min_count`` times (at most
+    ``top_k`` of them, most frequent first, ties alphabetical).
+
+    Args:
+        answers: The answers, in class-index order.
+    """
+
+    def __init__(self, answers: list[str]) -> None:
+        self.itos = list(answers)
+        self.stoi = {a: i for i, a in enumerate(self.itos)}
+        if len(self.stoi) != len(self.itos) or not self.itos:
+            raise ValueError("the answer vocabulary must hold at least one answer, each once")
+
+    @classmethod
+    def build(cls, annotations: list[dict], min_count: int = 1, top_k: int | None = None) -> AnswerVocab:
+        """Counts every annotator's normalized answer over ``annotations``."""
+        raw = Counter(a["answer"] for ann in annotations for a in ann["answers"])
+        counts: Counter[str] = Counter()
+        for answer, n in raw.items():  # normalize each distinct string once
+            counts[normalize_answer(answer)] += n
+        kept = sorted((a for a, c in counts.items() if c >= min_count and a), key=lambda a: (-counts[a], a))
+        if not kept:
+            raise ValueError(f"no answer is given at least {min_count} times in the training annotations")
+        return cls(kept[:top_k] if top_k else kept)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def targets(self, gt_answers: list[dict]) -> dict[int, float]:
+        """Class index → official accuracy, for every vocabulary answer that scores above zero."""
+        forms = {clean_whitespace(a["answer"]) for a in gt_answers}
+        forms |= {normalize_answer(a) for a in forms}
+        scores = {self.stoi[f]: question_accuracy(f, gt_answers) for f in forms if f in self.stoi}
+        return {i: s for i, s in scores.items() if s > 0}
+
+    def to_dict(self) -> dict:
+        return {"itos": list(self.itos)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AnswerVocab:
+        return cls(list(data["itos"]))

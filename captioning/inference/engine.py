@@ -10,11 +10,11 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from captioning.checkpoint import LoadedCaptioner
+from captioning.inference.checkpoint import LoadedCaptioner
 from captioning.data.images import ImageRef, image_loader
-from captioning.decoding import sample
+from captioning.models.decoding import sample
 from captioning.models.captioner import Captioner
-from captioning.vocab import Vocabulary
+from captioning.data.vocab import Vocabulary
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def caption_files(loaded: LoadedCaptioner, paths: Sequence[str | Path], batch_si
     large collections: workers, resuming, error lists, several devices).
 
     Args:
-        loaded: A captioner from :func:`captioning.checkpoint.load_captioner`.
+        loaded: A captioner from :func:`captioning.inference.checkpoint.load_captioner`.
         paths: Image files.
         batch_size: Images per forward pass.
         beam_size: 1 decodes greedily; larger runs batched beam search.

@@ -15,10 +15,10 @@ from captioning.data.coco import (
     read_instance_categories,
 )
 from captioning.data.features import FeatureCache
-from captioning.data.resumable import ResumableDataLoader, ResumableSampler
-from captioning.data.stages import StagedDataModule
+from captioning.training.resumable import ResumableDataLoader, ResumableSampler
+from captioning.training.stages import StagedDataModule
 from captioning.metrics.chair import table_for
-from captioning.vocab import Vocabulary
+from captioning.data.vocab import Vocabulary
 
 
 class CaptionDataModule(StagedDataModule):

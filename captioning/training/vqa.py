@@ -9,13 +9,13 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from captioning.checkpoint import VQA_KEY
-from captioning.data.vqa import AnswerVocab
-from captioning.lit.module import gather_objects
-from captioning.lit.schedules import configure_optimization
+from captioning.inference.checkpoint import VQA_KEY
+from captioning.data.vocab import AnswerVocab
+from captioning.training.distributed import gather_objects
+from captioning.training.schedules import configure_optimization
 from captioning.metrics.vqa import vqa_accuracy
 from captioning.models.vqa import FusionFactory, QuestionEncoderFactory, build_vqa_model, vqa_model_meta
-from captioning.vocab import Vocabulary
+from captioning.data.vocab import Vocabulary
 
 
 
@@ -34,7 +34,7 @@ class VQAModule(L.LightningModule):
         vocab: Question vocabulary, linked from the data module.
         answer_vocab: Answer classes, linked from the data module.
         optimizer: Optimizer class and options.
-        lr_scheduler: Optional scheduler (see :class:`captioning.lit.module.CaptioningModule`).
+        lr_scheduler: Optional scheduler (see :class:`captioning.training.captioning.CaptioningModule`).
         image_size: Linked from the data module (the grid width is found with a dummy image of this size).
         classifier_hidden: Width of the classifier's hidden layer.
         dropout: Classifier dropout.

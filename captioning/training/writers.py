@@ -9,8 +9,8 @@ from typing import Any, Sequence
 import pytorch_lightning as L
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from captioning.io import write_json_atomic
-from captioning.lit.module import gather_objects
+from captioning.core.io import write_json_atomic
+from captioning.training.distributed import gather_objects
 
 
 class ResultsWriter(BasePredictionWriter):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 from captioning.data.images import ImageRef, discover_images
-from captioning.io import atomic_path, write_json_atomic
+from captioning.core.io import atomic_path, write_json_atomic
 
 FORMATS = ("jsonl", "coco")
 

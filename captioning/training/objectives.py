@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from captioning.decoding import scheduled_sampling
+from captioning.models.decoding import scheduled_sampling
 
 
 class Objective:
     """A training loss: ``objective(module, batch)`` returns the loss of one training batch.
 
     It may use the module's captioner, vocabulary, logging and :meth:`global_token_mean`; decoding stays in
-    :mod:`captioning.decoding` and rewards in :mod:`captioning.metrics`.
+    :mod:`captioning.models.decoding` and rewards in :mod:`captioning.metrics`.
     """
 
     def __call__(self, module, batch: dict) -> Tensor:

@@ -1,7 +1,7 @@
 """The VQA commands.
 
 * ``captioning vqa fit|validate|test|predict --config configs/vqa/shapes.yaml`` — LightningCLI over
-  :class:`~captioning.lit.vqa.VQAModule` and a VQA data module (vocabularies and image size linked).
+  :class:`~captioning.training.vqa.VQAModule` and a VQA data module (vocabularies and image size linked).
 * ``captioning vqa-evaluate --questions Q.json --annotations A.json --results R.json [--output M.json]`` —
   the official VQA accuracy of a results file.
 """
@@ -16,12 +16,12 @@ from pathlib import Path
 import pytorch_lightning as L
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from captioning.data.vqa import VQADataModule
+from captioning.training.vqa_data import VQADataModule
 from captioning.data.vqa_files import (VQAFileError, check_questions_match, read_annotations, read_questions,
                                        read_results, write_results)
-from captioning.io import write_json_atomic
-from captioning.lit.writer import ResultsWriter
-from captioning.lit.vqa import VQAModule
+from captioning.core.io import write_json_atomic
+from captioning.training.writers import ResultsWriter
+from captioning.training.vqa import VQAModule
 from captioning.metrics.vqa import vqa_accuracy
 
 

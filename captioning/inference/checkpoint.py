@@ -9,10 +9,10 @@ import torch
 
 from captioning.models.captioner import Captioner
 from captioning.models.decoder import RNNDecoder
-from captioning.data.vqa import AnswerVocab
+from captioning.data.vocab import AnswerVocab
 from captioning.models.encoders import build_encoder
 from captioning.models.vqa import VQAModel, create_vqa_model
-from captioning.vocab import Vocabulary
+from captioning.data.vocab import Vocabulary
 
 KEY = "captioning"  # checkpoint entry with the vocabulary and the model configuration
 PREFIX = "captioner."  # state-dict prefix of the captioner inside the training module
@@ -102,7 +102,7 @@ def _load_state(model: torch.nn.Module, state: dict, path: Path) -> None:
 def save_captioner(path: str | Path, model: Captioner, vocab: Vocabulary, image_size: int) -> Path:
     """Writes a checkpoint that :func:`load_captioner` reads, without a training run (benchmarks, tests,
     converted weights): the model configuration and vocabulary plus the weights, atomically."""
-    from captioning.io import atomic_path
+    from captioning.core.io import atomic_path
 
     ckpt = {KEY: captioner_meta(model, vocab, image_size),
             "state_dict": {PREFIX + k: t for k, t in model.state_dict().items()}}

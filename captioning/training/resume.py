@@ -2,7 +2,7 @@
 and training randomness that depends only on the step.
 
 With these three (all in ``configs/shapes.yaml``) and the resumable training loader
-(:mod:`captioning.data.resumable`), ``captioning fit ... --ckpt_path last`` continues a killed run from
+(:mod:`captioning.training.resumable`), ``captioning fit ... --ckpt_path last`` continues a killed run from
 its latest checkpoint and ends with the same weights and metrics as a run that was never interrupted; the
 steps trained after that checkpoint and before the kill are trained again.
 """
@@ -19,7 +19,7 @@ import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
-from captioning.io import atomic_path
+from captioning.core.io import atomic_path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

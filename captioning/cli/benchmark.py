@@ -16,8 +16,8 @@ from captioning.benchmark.report import markdown, summary
 from captioning.benchmark.timing import matmul_rate
 from captioning.benchmark.train import bench_training
 from captioning.benchmark.workload import WORKLOADS, workload_gemm_shapes
-from captioning.io import write_json_atomic
-from captioning.runtime import keep_freed_memory
+from captioning.core.io import write_json_atomic
+from captioning.core.runtime import keep_freed_memory
 
 SECTIONS = ("train", "decode", "memory", "end-to-end")
 

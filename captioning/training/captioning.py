@@ -11,31 +11,17 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from captioning.checkpoint import KEY, captioner_meta, load_weights
-from captioning.features import check_identity
-from captioning.lit.objectives import Objective
-from captioning.lit.schedules import configure_optimization
+from captioning.inference.checkpoint import KEY, captioner_meta, load_weights
+from captioning.data.features import check_identity
+from captioning.training.distributed import gather_by_image
+from captioning.training.objectives import Objective
+from captioning.training.schedules import configure_optimization
 from captioning.metrics import compute_caption_metrics
 from captioning.metrics.chair import Chair
 from captioning.models.captioner import Captioner
-from captioning.vocab import Vocabulary
+from captioning.data.vocab import Vocabulary
 
 DecoderFactory = Callable[[int, int], nn.Module]  # (vocab_size, feature_dim) -> decoder
-
-
-def gather_objects(items: list, world_size: int) -> list:
-    """All ranks' items, concatenated in rank order (a no-op in a single process)."""
-    if world_size <= 1 or not torch.distributed.is_initialized():
-        return items
-    parts: list = [None] * world_size
-    torch.distributed.all_gather_object(parts, items)
-    return [x for part in parts for x in part]
-
-
-def gather_by_image(rows: list[dict], world_size: int) -> dict[int, dict]:
-    """All ranks' per-image rows keyed by ``image_id``, each image once (the distributed sampler pads
-    the last batch with repeated images)."""
-    return {row["image_id"]: row for row in gather_objects(rows, world_size)}
 
 
 class CaptioningModule(L.LightningModule):
@@ -60,7 +46,7 @@ class CaptioningModule(L.LightningModule):
             (``None`` without one); checked against the encoder, whose forward pass is then skipped.
         label_smoothing: Cross-entropy label smoothing (0 = none; 0.1 is common).
         objective: Training loss other than cross-entropy, called as ``objective(module, batch)``, e.g.
-            :class:`captioning.lit.scst.SelfCritical`.
+            :class:`captioning.training.scst.SelfCritical`.
         init_weights: Checkpoint whose captioner weights initialize the model (e.g. a cross-entropy model
             to fine-tune with SCST); unlike ``--ckpt_path`` it restores no optimizer or loop state.
         compile: Opt-in ``torch.compile`` of the encoder and decoder (``nn.Module.compile``, so checkpoint

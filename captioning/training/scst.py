@@ -6,7 +6,7 @@ reward is its CIDEr-D minus the greedy caption's (the baseline), and the loss is
 references, computed once per training set and cached in a JSON file keyed by a fingerprint of the
 training captions.
 
-Used from config (``configs/scst.yaml``): ``model.objective: captioning.lit.scst.SelfCritical`` and
+Used from config (``configs/scst.yaml``): ``model.objective: captioning.training.scst.SelfCritical`` and
 ``model.init_weights`` pointing at a cross-entropy checkpoint.
 """
 
@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from captioning.decoding import PAD, greedy, sample_with_grad
-from captioning.io import write_json_atomic
-from captioning.lit.objectives import Objective
+from captioning.models.decoding import PAD, greedy, sample_with_grad
+from captioning.core.io import write_json_atomic
+from captioning.training.objectives import Objective
 from captioning.metrics import CiderDStatistics, tokenize
 from captioning.metrics.reward import cider_d_scores
 

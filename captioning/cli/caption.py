@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
-from captioning.caption_output import FORMATS, CaptionJob
+from captioning.inference.engine import DecodeOptions
+from captioning.inference.output import FORMATS, CaptionJob
+from captioning.training.predict import caption_collection
 
 PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
 
@@ -60,37 +61,10 @@ def make_job(args: argparse.Namespace) -> CaptionJob:
 
 def run(args: argparse.Namespace) -> dict:
     """Captions the images; returns the summary (``captioned``, ``kept``, ``errors``, ``total``, ``seconds``)."""
-    import logging
-
-    from captioning.runtime import keep_freed_memory
-
-    keep_freed_memory()  # 2× encoder throughput on CPU (see captioning.runtime)
-
-    import pytorch_lightning as L
-
-    from captioning.checkpoint import load_captioner
-    from captioning.inference import DecodeOptions
-    from captioning.lit.predict import CaptionPredictor, ImagesDataModule, JournalWriter
-
-    job = make_job(args)
     options = DecodeOptions(beam_size=args.beam_size, max_len=args.max_len, length_penalty=args.length_penalty,
                             sample=args.sample, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
-    loaded = load_captioner(args.checkpoint)
-    writer = JournalWriter(progress=not args.no_progress)
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # no accelerator banner
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*predict_dataloader.*")
-        warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning's own, about its torch version
-        trainer = L.Trainer(accelerator=args.device, devices=args.devices, precision=PRECISIONS[args.precision],
-                            strategy="ddp" if args.devices > 1 else "auto", logger=False, callbacks=[writer],
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-        trainer.predict(CaptionPredictor(loaded.model, loaded.vocab, options),
-                        datamodule=ImagesDataModule(job, loaded.image_size, args.batch_size, args.num_workers),
-                        return_predictions=False)
-    summary = writer.summary or {}
-    summary.update(output=str(job.output), errors_file=str(job.errors))
-    return summary
+    return caption_collection(make_job(args), args.checkpoint, options, args.batch_size, args.num_workers,
+                              args.device, args.devices, PRECISIONS[args.precision], progress=not args.no_progress)
 
 
 def main(argv: list[str] | None = None) -> dict:

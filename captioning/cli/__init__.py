@@ -1,0 +1,1 @@
+"""Every command of ``captioning`` (the top layer: nothing else imports these modules)."""

@@ -1,0 +1,1 @@
+"""The bottom layer: atomic file writing, the component registry and process-level runtime settings."""
