@@ -1,8 +1,9 @@
-"""Shared fixtures: a tiny generated shapes dataset and tiny models."""
+"""Shared fixtures: a tiny generated shapes dataset and tiny models; the ``../shared`` data helpers."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -12,8 +13,48 @@ import torch
 from captioning.data.shapes import generate_shapes
 
 TINY = {"num_train": 16, "num_val": 6, "num_test": 6, "image_size": 32}
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # beside the checkout (read-only in CI)
 REPO = Path(__file__).resolve().parents[1]
+
+
+def in_ci() -> bool:
+    """Whether the tests run in CI (``CI=true``), where ``../shared`` is always beside the checkout."""
+    return os.environ.get("CI") == "true"
+
+
+def missing_shared(*names: str) -> list[str]:
+    """The paths among ``names`` (relative to ``../shared``, e.g. ``"chair/synonyms.txt"``) that are absent."""
+    return [name for name in names if not (SHARED / name).exists()]
+
+
+def shared_available(*names: str) -> bool:
+    """Whether every ``../shared`` path in ``names`` exists; under ``CI=true`` a missing one fails the test
+    (naming it) instead, so no shared-data test or branch is skipped silently in CI."""
+    missing = missing_shared(*names)
+    if missing and in_ci():
+        pytest.fail(f"CI=true but ../shared lacks {', '.join(missing)} (looked in {SHARED})", pytrace=False)
+    return not missing
+
+
+def require_shared(*names: str) -> None:
+    """Skips the running test, with the reason, when a ``../shared`` path is absent (fails under ``CI=true``)."""
+    if not shared_available(*names):
+        pytest.skip(f"../shared lacks {', '.join(missing_shared(*names))} (looked in {SHARED})")
+
+
+def requires_shared(*names: str) -> pytest.MarkDecorator:
+    """Marks a test that reads these ``../shared`` paths: :func:`require_shared` runs before its fixtures."""
+    return pytest.mark.requires_shared(*names)
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "requires_shared(*names): the test reads these paths under ../shared")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item) -> None:
+    for mark in item.iter_markers("requires_shared"):
+        require_shared(*mark.args)
 
 
 @pytest.fixture(scope="session")

@@ -16,12 +16,13 @@ from captioning.benchmark.timing import matmul_rate
 from captioning.benchmark.train import step_gemms, train_step_fn
 from captioning.benchmark.workload import (WORKLOADS, Workload, build_decoder, train_step_flops, training_batch,
                                           workload_gemm_shapes)
-from conftest import SHARED
+from conftest import shared_available
 
 
 def test_benchmark_runs_on_the_tiny_workload(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    skip = [] if SHARED.is_dir() else ["--skip", "end-to-end"]  # end to end needs ../shared/coco-mini photos
+    photos = shared_available("coco-mini")  # end to end needs ../shared/coco-mini photos (always there in CI)
+    skip = [] if photos else ["--skip", "end-to-end"]
     main(["--workload", "tiny", "--device", "cpu", "--repeats", "1", "--warmup", "0", "--json", str(out),
           "--e2e-images", "2", "--e2e-batch-size", "2", "--markdown", *skip])
     report = json.loads(out.read_text())
@@ -46,7 +47,7 @@ def test_benchmark_runs_on_the_tiny_workload(tmp_path: Path) -> None:
         "greedy", f"beam{w.beam_size}"}
     memory = report["memory"]
     assert memory["full_bptt_bytes"] > 0 and memory["truncated_bptt_bytes"] > 0
-    if SHARED.is_dir():
+    if photos:
         e2e = report["end_to_end"]
         assert e2e["images"] == 2 and e2e["caption_images_per_s"]["median"] > 0
         assert set(e2e["cpu_seconds_per_image"]) == {"reading", "encoder", "decoding"}

@@ -12,7 +12,7 @@ import pytest
 from captioning.data.shapes import _SHAPE_SYNONYM, SHAPES, SYNONYMS
 from captioning.metrics.chair import Chair, Mention, instance_categories, read_synonyms
 from captioning.metrics.singular import singularize_fixed, singularize_reference
-from tests.conftest import SHARED
+from conftest import SHARED, requires_shared
 
 # A few lines in the format of the reference table, with its quirks: a stray space and a trailing comma.
 TABLE = [
@@ -126,7 +126,7 @@ def test_shapes_table_matches_the_generator_words():
         "square", "circle", "triangle"]
 
 
-@pytest.mark.skipif(not (SHARED / "chair" / "synonyms.txt").is_file(), reason="../shared/chair is absent")
+@requires_shared("chair/synonyms.txt")
 def test_reference_table_reads_like_the_reference():
     table = read_synonyms(SHARED / "chair" / "synonyms.txt")
     assert len(table) == 80 and table[0][0] == "person"
@@ -136,7 +136,7 @@ def test_reference_table_reads_like_the_reference():
     assert got == [("man", "person"), ("motorcycle", "motorcycle"), ("fire hydrant", "fire hydrant")]
 
 
-@pytest.mark.skipif(not (SHARED / "coco-mini").is_dir(), reason="../shared/coco-mini is absent")
+@requires_shared("coco-mini", "chair/synonyms.txt")
 def test_coco_references_never_hallucinate():
     chair = Chair.from_file(SHARED / "chair" / "synonyms.txt")
     ann = SHARED / "coco-mini" / "annotations"

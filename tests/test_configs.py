@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from captioning.cli.fit import cli_main
-from conftest import SHARED, shapes_overrides
+from conftest import SHARED, requires_shared, shapes_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = sorted(str(p.relative_to(REPO)) for kind in ("cells", "injection")
@@ -41,7 +41,7 @@ def _layer_values(path: Path):
     return init_args.items()
 
 
-@pytest.mark.skipif(not (SHARED / "coco-mini").is_dir(), reason="../shared/coco-mini is absent")
+@requires_shared("coco-mini")
 def test_coco_config_smoke_fit_on_coco_mini(tmp_path: Path) -> None:
     cli = cli_main(["fit", "--config", str(REPO / "configs/coco.yaml"),
                     f"--data.init_args.root={SHARED / 'coco-mini'}", "--data.init_args.batch_size=2",

@@ -10,7 +10,7 @@ import torch
 
 from captioning.models.encoders import (ENCODERS, SmallCNN, TimmEncoder, TorchvisionEncoder, build_encoder,
                                         load_state_by_position)
-from conftest import SHARED
+from conftest import SHARED, requires_shared
 
 
 def test_registry_lists_and_rejects_unknown_names() -> None:
@@ -54,7 +54,7 @@ def test_frozen_encoder_has_no_gradients_and_stays_in_eval(lite0: TimmEncoder) -
     assert v.shape == (1, 1280) and not v.requires_grad
 
 
-@pytest.mark.skipif(not (SHARED / "coco-mini").is_dir(), reason="../shared/coco-mini is absent")
+@requires_shared("coco-mini")
 def test_pretrained_lite0_recognizes_a_real_photograph() -> None:
     import timm
     from timm.data import ImageNetInfo

@@ -27,7 +27,7 @@ from captioning.evaluation.gallery import highlight
 from captioning.cli.gallery import main as gallery_main
 from captioning.data.results import InputError
 from captioning.metrics.chair import Chair
-from conftest import SHARED
+from conftest import SHARED, requires_shared
 
 TABLE = "person, man, woman, people\ndog, puppy\ncat, kitten\nhot dog\ndining table, table\n"
 WEIRD = 'we"ird & name.png'
@@ -264,7 +264,7 @@ def test_gallery_command_on_batch_captioning_output(coco, tmp_path, capsys) -> N
     assert 'src="../coco/val/b.png"' in (tmp_path / "g2/index.html").read_text()
 
 
-@pytest.mark.skipif(not (SHARED / "coco-mini").is_dir(), reason="../shared/coco-mini is absent")
+@requires_shared("coco-mini", "chair/synonyms.txt")
 def test_coco_mini_first_references_and_shifted_captions(tmp_path: Path) -> None:
     root = SHARED / "coco-mini/annotations"
     refs: dict[int, str] = {}

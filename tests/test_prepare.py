@@ -12,7 +12,7 @@ import yaml
 from captioning.training import CaptionDataModule
 from captioning.data.coco import read_caption_file
 from captioning.data.prepare import coco_main, karpathy_main
-from conftest import SHARED
+from conftest import SHARED, requires_shared
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_MINI = SHARED / "coco-mini"
@@ -82,7 +82,7 @@ def test_missing_files_are_named_with_where_they_were_looked_for(karpathy, tmp_p
         karpathy_main(["--root", str(root)], "flickr8k", "Flicker8k_Dataset", "imgid")
 
 
-@pytest.mark.skipif(not COCO_MINI.is_dir(), reason="../shared/coco-mini is absent (the real COCO subset)")
+@requires_shared("coco-mini")
 def test_real_coco_subset_prepare_cache_train_caption_evaluate(tmp_path: Path) -> None:
     from captioning.cli.caption import main as caption
     from captioning.cli.fit import cli_main
