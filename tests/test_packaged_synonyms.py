@@ -10,13 +10,13 @@ import pytest
 
 from captioning.evaluation.evaluate import evaluate
 from captioning.metrics.chair import TABLES, Chair, read_synonyms, synonyms_path, table_for
-from conftest import SHARED
+from conftest import SHARED, requires_shared
 
 REFERENCE = SHARED / "chair" / "synonyms.txt"
 COCO_MINI = SHARED / "coco-mini" / "annotations"
 
 
-@pytest.mark.skipif(not REFERENCE.is_file(), reason="../shared/chair is absent")
+@requires_shared("chair/synonyms.txt")
 def test_packaged_coco_table_reads_exactly_as_the_reference_file() -> None:
     assert read_synonyms("coco") == read_synonyms(REFERENCE)  # quirks included: stray spaces, duplicates
     header = TABLES["coco"].read_text().splitlines()[:6]
@@ -30,7 +30,7 @@ def test_table_names_resolve_and_defaults_follow_the_instance_categories(tmp_pat
     assert len(Chair.from_file("coco").categories) == 80
 
 
-@pytest.mark.skipif(not COCO_MINI.is_dir(), reason="../shared/coco-mini is absent")
+@requires_shared("coco-mini", "chair/synonyms.txt")
 @pytest.mark.parametrize("mode", ["reference", "fixed"])
 def test_packaged_table_gives_the_reference_files_chair_on_coco_mini(tmp_path: Path, mode: str) -> None:
     refs: dict[int, list[str]] = {}
