@@ -340,6 +340,15 @@ def wheel_metadata(path: Path) -> tuple[str, str, list[str]]:
     return fields["Name"], fields["Version"], requires
 
 
+def _project_requirements(pyproject: str | None) -> list[str]:
+    """``[project].dependencies`` of a pyproject.toml (none without one)."""
+    if not pyproject:
+        return []
+    import tomllib
+
+    return tomllib.loads(Path(pyproject).read_text())["project"]["dependencies"]
+
+
 def closure(args: argparse.Namespace) -> int:
     """Every requirement of the wheels (with the requested extras, markers evaluated for the target Python
     on Linux x86-64) must be met by another wheel or by the machine's packages; prints what each comes from
@@ -357,34 +366,46 @@ def closure(args: argparse.Namespace) -> int:
     env = {"python_version": args.python, "python_full_version": f"{args.python}.0", "sys_platform": "linux",
            "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
            "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+    roots = [("the project", req) for req in map(Requirement, _project_requirements(args.project))]
     extras: dict[str, set[str]] = {}
-    for item in args.extras:
-        name, _, extra = item.partition("[")
-        extras.setdefault(_norm(name), set()).add(extra.rstrip("]"))
+    for req in [root for _, root in roots] + [Requirement(item) for item in args.extras]:
+        if _norm(req.name) in wheels:
+            extras.setdefault(_norm(req.name), set()).update(req.extras)
+
+    def active(name: str) -> list:
+        """The requirements of wheel ``name`` that apply on the target with the extras asked of it."""
+        wanted = {""} | extras.get(name, set())
+        return [req for req in map(Requirement, wheels[name][1])
+                if req.marker is None or any(req.marker.evaluate({**env, "extra": e}) for e in wanted)]
+
+    changed = True
+    while changed:  # extras named by requirements (e.g. pkg[extra]) bring in more requirements
+        changed = False
+        for name in [n for n in wheels]:
+            for req in active(name):
+                dep = _norm(req.name)
+                if dep in wheels and not set(req.extras) <= extras.get(dep, set()):
+                    extras.setdefault(dep, set()).update(req.extras)
+                    changed = True
     unmet, from_machine = [], set()
-    for name, (version, requires) in sorted(wheels.items()):
-        for line in requires:
-            req = Requirement(line)
-            wanted = {""} | extras.get(name, set())
-            if req.marker is not None and not any(req.marker.evaluate({**env, "extra": e}) for e in wanted):
-                continue
-            dep = _norm(req.name)
-            if dep in wheels:
-                ok = Version(wheels[dep][0]) in req.specifier or not req.specifier
-                where = f"wheel {dep} {wheels[dep][0]}"
-            elif dep in provided:
-                known = provided[dep]
-                ok = known is None or not req.specifier or Version(known) in req.specifier
-                where = f"machine {dep} {known or '(version not recorded)'}"
-                from_machine.add(dep)
-            else:
-                ok, where = False, "nowhere"
-            print(f"  {'ok  ' if ok else 'MISS'} {name} {version} needs {req}: {where}")
-            if not ok:
-                unmet.append(f"{name} needs {req} ({where})")
-    for name, extra in extras.items():
-        if name not in wheels:
-            unmet.append(f"{name}[{','.join(extra)}] is requested but has no wheel")
+    for name, req in roots + [(f"{n} {wheels[n][0]}", req) for n in sorted(wheels) for req in active(n)]:
+        dep = _norm(req.name)
+        if dep in args.exclude:
+            print(f"  skip {name} needs {req}: excluded (--exclude)")
+            continue
+        if dep in wheels:
+            ok = Version(wheels[dep][0]) in req.specifier or not req.specifier
+            where = f"wheel {dep} {wheels[dep][0]}"
+        elif dep in provided:
+            known = provided[dep]
+            ok = known is None or not req.specifier or Version(known) in req.specifier
+            where = f"machine {dep} {known or '(version not recorded)'}"
+            from_machine.add(dep)
+        else:
+            ok, where = False, "nowhere"
+        print(f"  {'ok  ' if ok else 'MISS'} {name} needs {req}: {where}")
+        if not ok:
+            unmet.append(f"{name} needs {req} ({where})")
     if args.provided_out:
         Path(args.provided_out).write_text("".join(f"{n}\n" for n in sorted(from_machine)))
     if unmet:
@@ -425,6 +446,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--machine", required=True, help="the machine's packages: 'name [version]' lines")
     c.add_argument("--python", default="3.12", help="target Python version for environment markers")
     c.add_argument("--extras", nargs="*", default=[], help="extras requested, e.g. jsonargparse[signatures]")
+    c.add_argument("--project", help="pyproject.toml whose run-time dependencies must be met too")
+    c.add_argument("--exclude", nargs="*", default=[], type=_norm, help="requirements not checked (not carried)")
     c.add_argument("--provided-out", help="write the names met by the machine here")
     return p
 

@@ -15,7 +15,8 @@
 # Usage: bash scripts/gpu_check.sh [--cpu] [--wheels DIR] [--only STEP,...] [OUTDIR]
 #   --cpu         dry run on the CPU: GPU-only steps are skipped with the reason, the tests skip, the
 #                 benchmark runs the tiny workload and the main job two steps on a tiny dataset
-#   --wheels DIR  wheel folder (default .whl, made by scripts/gpu_wheels.sh)
+#   --wheels DIR  wheel folder (default .whl, made by scripts/gpu_wheels.sh; with --cpu, none: the packages
+#                 installed here are used unless --wheels is given)
 #   --only STEPS  run only these steps after `wheels` (which always runs), e.g. --only pytest_gpu,main
 #   OUTDIR        default $OUT (set on the device machine), else runs/gpu_check
 # Environment: PYTHON (default python3), GPU_CHECK_BUDGET (seconds, default 480), GPU_CHECK_MAIN_ARGS
@@ -23,9 +24,9 @@
 # Exit status: 0 when no step failed, 1 otherwise, 2 on a usage error.
 set -uo pipefail
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 STEP_NAMES="wheels imports gpu_info pytest_gpu benchmark matmul_bf16 main"
-MODE=gpu WHEELS=.whl OUTDIR="" ONLY=""
+MODE=gpu WHEELS="" OUTDIR="" ONLY=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --cpu) MODE=cpu ;;
@@ -46,7 +47,8 @@ REPO=$(pwd)
 PY=${PYTHON:-python3}
 OUTDIR=${OUTDIR:-${OUT:-runs/gpu_check}}
 mkdir -p "$OUTDIR" && OUTDIR=$(cd "$OUTDIR" && pwd) || { echo "gpu_check.sh: cannot create $OUTDIR" >&2; exit 2; }
-case "$WHEELS" in /*) ;; *) WHEELS=$REPO/$WHEELS ;; esac
+[ -n "$WHEELS" ] || [ "$MODE" = cpu ] || WHEELS=.whl
+case "$WHEELS" in /*|"") ;; *) WHEELS=$REPO/$WHEELS ;; esac
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
 LOG=$OUTDIR/gpu_check.log STEPS=$WORK/steps.jsonl
 BUDGET=${GPU_CHECK_BUDGET:-480}
@@ -123,14 +125,16 @@ run_step() {  # run_step NAME CAP_SECONDS COMMAND...: runs COMMAND under timeout
 say "gpu_check ($MODE mode) in $REPO, output in $OUTDIR, budget ${BUDGET} s, started $STARTED"
 
 # 1. The carried wheels of the packages the GPU machine lacks.
-if compgen -G "$WHEELS/*.whl" >/dev/null; then
-    run_step wheels 60 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --disable-pip-version-check \
-        --target "$WORK/site" "$WHEELS"/*.whl && export PYTHONPATH=$WORK/site${PYTHONPATH:+:$PYTHONPATH}
-elif [ "$MODE" = cpu ]; then
-    skip_step wheels "no wheels in $WHEELS (bash scripts/gpu_wheels.sh downloads them); --cpu uses the packages installed here"
+if [ -n "$WHEELS" ] && compgen -G "$WHEELS/*.whl" >/dev/null; then
+    # shellcheck disable=SC2016  # expanded by the inner bash, so the log shows the command, not 25 paths
+    run_step wheels 60 bash -c '"$0" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+        --disable-pip-version-check --target "$1" "$2"/*.whl' "$PY" "$WORK/site" "$WHEELS" &&
+        export PYTHONPATH=$WORK/site${PYTHONPATH:+:$PYTHONPATH}
+elif [ "$MODE" = cpu ] && [ -z "$WHEELS" ]; then
+    skip_step wheels "--cpu dry run: the packages installed here are used (--wheels DIR installs wheels first; bash scripts/gpu_wheels.sh makes them)"
 else
     say "== wheels: failed: no wheels in $WHEELS"
-    record wheels failed 0 "no wheels in $WHEELS: run 'bash scripts/gpu_wheels.sh' on a machine with PyPI access, then carry .whl to the GPU machine (docs/gpu.md)" ""
+    record wheels failed 0 "no wheels in ${WHEELS}: run 'bash scripts/gpu_wheels.sh' on a machine with PyPI access, then carry .whl to the GPU machine (docs/gpu.md)" ""
 fi
 
 # 2. The project and its dependencies import (from the wheels where installed).

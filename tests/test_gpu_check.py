@@ -15,7 +15,7 @@ STEPS = ["wheels", "imports", "gpu_info", "pytest_gpu", "benchmark", "matmul_bf1
 
 def _check(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
     out = tmp_path / "out"
-    done = subprocess.run(["bash", "scripts/gpu_check.sh", "--wheels", str(tmp_path / "no-wheels"), *args, str(out)],
+    done = subprocess.run(["bash", "scripts/gpu_check.sh", *args, str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHON": sys.executable})
     summary = json.loads((out / "gpu_check.json").read_text())
@@ -33,7 +33,7 @@ def test_cpu_dry_run_skips_the_gpu_only_steps_and_summarizes_the_rest(tmp_path: 
     steps = {s["name"]: s for s in summary["steps"]}
     for name in ("gpu_info", "matmul_bf16"):  # GPU only
         assert steps[name]["status"] == "skipped" and steps[name]["reason"].startswith("--cpu dry run")
-    assert steps["wheels"]["status"] == "skipped" and "scripts/gpu_wheels.sh" in steps["wheels"]["reason"]
+    assert steps["wheels"]["status"] == "skipped" and "installed here are used" in steps["wheels"]["reason"]
     assert {s["name"] for s in summary["steps"] if s["status"] == "passed"} == {"imports", "pytest_gpu", "benchmark",
                                                                                  "main"}
     assert steps["imports"]["figures"]["missing"] == {} and steps["imports"]["figures"]["versions"]["torch"]
@@ -56,7 +56,7 @@ def test_cpu_dry_run_skips_the_gpu_only_steps_and_summarizes_the_rest(tmp_path: 
 def test_gpu_run_without_wheels_or_cuda_fails_and_says_why(tmp_path: Path) -> None:
     import torch
 
-    done, summary = _check(tmp_path, "--only", "gpu_info")
+    done, summary = _check(tmp_path, "--wheels", str(tmp_path / "no-wheels"), "--only", "gpu_info")
     assert done.returncode == 1
     steps = {s["name"]: s for s in summary["steps"]}
     assert steps["wheels"]["status"] == "failed" and "bash scripts/gpu_wheels.sh" in steps["wheels"]["reason"]
