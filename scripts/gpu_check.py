@@ -247,12 +247,21 @@ def _imports_figures(outdir: Path, work: Path) -> dict:
                                     "missing": data["missing"], "lite0_weights": data["lite0_weights"]}
 
 
+def _wheels_figures(outdir: Path, work: Path) -> dict:
+    site = work / "site"
+    if not site.is_dir():
+        return {}
+    names = sorted(p.name.split("-")[0] for p in site.glob("*.dist-info"))
+    mib = sum(f.stat().st_size for f in site.rglob("*") if f.is_file()) / 2**20
+    return {"installed": len(names), "installed_mib": round(mib, 1), "distributions": names}
+
+
 def _gpu_figures(outdir: Path, work: Path) -> dict:
     return _json(work / "gpu_info.json") or {}
 
 
 FIGURES: dict[str, Callable[[Path, Path], dict]] = {
-    "imports": _imports_figures, "gpu_info": _gpu_figures, "pytest_gpu": _pytest_figures,
+    "wheels": _wheels_figures, "imports": _imports_figures, "gpu_info": _gpu_figures, "pytest_gpu": _pytest_figures,
     "benchmark": _benchmark_figures, "matmul_bf16": _bf16_figures, "main": _main_figures}
 
 
@@ -274,6 +283,8 @@ def _brief(name: str, figures: dict) -> str:
         t = f["test"]
         parts = [f"{k} {t[k]:.3f}" for k in ("Bleu_4", "CIDEr", "CHAIRs") if isinstance(t.get(k), (int, float))]
         return ", ".join(parts) + (f"; training {f['data_and_training_s']} s" if "data_and_training_s" in f else "")
+    if name == "wheels" and "installed" in f:
+        return f"{f['installed']} distributions installed ({f['installed_mib']} MiB)"
     if name == "gpu_info" and "gpu" in f:
         return f"{f['gpu']}, torch {f['torch']}, CUDA {f['cuda']}, cuDNN {f['cudnn']}"
     if name == "imports" and "versions" in f:

@@ -127,8 +127,8 @@ say "gpu_check ($MODE mode) in $REPO, output in $OUTDIR, budget ${BUDGET} s, sta
 # 1. The carried wheels of the packages the GPU machine lacks.
 if [ -n "$WHEELS" ] && compgen -G "$WHEELS/*.whl" >/dev/null; then
     # shellcheck disable=SC2016  # expanded by the inner bash, so the log shows the command, not 25 paths
-    run_step wheels 60 bash -c '"$0" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-        --disable-pip-version-check --target "$1" "$2"/*.whl' "$PY" "$WORK/site" "$WHEELS" &&
+    run_step wheels 60 bash -c '"$0" -m pip install -q --no-index --no-deps --no-compile --target "$1" "$2"/*.whl' \
+        "$PY" "$WORK/site" "$WHEELS" &&
         export PYTHONPATH=$WORK/site${PYTHONPATH:+:$PYTHONPATH}
 elif [ "$MODE" = cpu ] && [ -z "$WHEELS" ]; then
     skip_step wheels "--cpu dry run: the packages installed here are used (--wheels DIR installs wheels first; bash scripts/gpu_wheels.sh makes them)"

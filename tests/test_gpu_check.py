@@ -1,5 +1,6 @@
 """scripts/gpu_check.sh: its CPU dry run writes the summary with the GPU-only steps skipped and the reasons;
-on a machine without the wheels or without CUDA, the GPU run says what is wrong."""
+on a machine without the wheels or without CUDA, the GPU run says what is wrong. The wheel dependency
+closure that scripts/gpu_wheels.sh --verify relies on."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ["wheels", "imports", "gpu_info", "pytest_gpu", "benchmark", "matmul_bf16", "main"]
@@ -71,3 +74,35 @@ def test_unknown_step_is_a_usage_error() -> None:
     done = subprocess.run(["bash", "scripts/gpu_check.sh", "--only", "training"], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and "unknown step training" in done.stderr
+
+
+def _wheel(folder: Path, name: str, version: str, *requires: str) -> None:
+    """A minimal wheel holding only its METADATA."""
+    import zipfile
+
+    meta = "".join([f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+                    *(f"Requires-Dist: {r}\n" for r in requires), "\nlong description\nRequires-Dist: not-a-header\n"])
+    with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as z:
+        z.writestr(f"{name}-{version}.dist-info/METADATA", meta)
+
+
+def test_wheel_closure_follows_extras_and_markers_and_names_what_is_missing(tmp_path: Path, capsys) -> None:
+    gpu_check = load_script("gpu_check.py")
+    wheels, machine, project = tmp_path / "whl", tmp_path / "machine.txt", tmp_path / "pyproject.toml"
+    wheels.mkdir()
+    _wheel(wheels, "alpha", "1.0", "beta>=1", "gamma[fast]", 'winonly; sys_platform == "win32"',
+           'delta; extra == "sig"', 'old; python_version < "3.9"')
+    _wheel(wheels, "beta", "1.2")
+    _wheel(wheels, "gamma", "1.0", 'epsilon>=2; extra == "fast"')
+    machine.write_text("# name [version]\nepsilon 2.5\nzeta\n")
+    project.write_text('[project]\nname = "x"\ndependencies = ["alpha[sig]>=1", "zeta>=4"]\n')
+    args = ["closure", "--wheels", str(wheels), "--machine", str(machine), "--project", str(project),
+            "--provided-out", str(tmp_path / "provided.txt")]
+    assert gpu_check.main(args) == 1  # alpha[sig] needs delta: neither a wheel nor on the machine
+    assert 'alpha 1.0 needs delta; extra == "sig" (nowhere)' in capsys.readouterr().err
+    _wheel(wheels, "delta", "0.1")
+    assert gpu_check.main(args) == 0
+    assert (tmp_path / "provided.txt").read_text() == "epsilon\nzeta\n"  # via gamma[fast] and the project
+    machine.write_text("epsilon 1.0\nzeta\n")  # a recorded version outside the specifier is unmet
+    assert gpu_check.main(args) == 1 and "gamma 1.0 needs epsilon>=2" in capsys.readouterr().err
+    assert gpu_check.main([*args, "--exclude", "epsilon"]) == 0
