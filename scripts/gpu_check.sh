@@ -18,7 +18,7 @@
 #   --wheels DIR  wheel folder (default .whl, made by scripts/gpu_wheels.sh; with --cpu, none: the packages
 #                 installed here are used unless --wheels is given)
 #   --only STEPS  run only these steps after `wheels` (which always runs), e.g. --only pytest_gpu,main
-#   OUTDIR        default $OUT (set on the device machine), else runs/gpu_check
+#   OUTDIR        default $OUT (set on the device machine), else runs/gpu_check in the repository
 # Environment: PYTHON (default python3), GPU_CHECK_BUDGET (seconds, default 480), GPU_CHECK_MAIN_ARGS
 # (extra arguments for scripts/main.py), GPU_CHECK_KEEP=1 keeps the work folder (checkpoints, data).
 # Exit status: 0 when no step failed, 1 otherwise, 2 on a usage error.
@@ -42,13 +42,15 @@ while [ $# -gt 0 ]; do
     shift
 done
 
+CALLER=$(pwd)  # folders given on the command line are relative to where the script was called from
+case "$OUTDIR" in /*|"") ;; *) OUTDIR=$CALLER/$OUTDIR ;; esac
+case "$WHEELS" in /*|"") ;; *) WHEELS=$CALLER/$WHEELS ;; esac
 cd "$(dirname "$0")/.." || exit 2
 REPO=$(pwd)
 PY=${PYTHON:-python3}
-OUTDIR=${OUTDIR:-${OUT:-runs/gpu_check}}
+OUTDIR=${OUTDIR:-${OUT:-$REPO/runs/gpu_check}}
 mkdir -p "$OUTDIR" && OUTDIR=$(cd "$OUTDIR" && pwd) || { echo "gpu_check.sh: cannot create $OUTDIR" >&2; exit 2; }
-[ -n "$WHEELS" ] || [ "$MODE" = cpu ] || WHEELS=.whl
-case "$WHEELS" in /*|"") ;; *) WHEELS=$REPO/$WHEELS ;; esac
+[ -n "$WHEELS" ] || [ "$MODE" = cpu ] || WHEELS=$REPO/.whl
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
 LOG=$OUTDIR/gpu_check.log STEPS=$WORK/steps.jsonl
 BUDGET=${GPU_CHECK_BUDGET:-480}
@@ -148,7 +150,7 @@ else
 fi
 
 # 4. The GPU tests (they skip with the reason where CUDA is absent, as in --cpu).
-run_step pytest_gpu 150 "$PY" -m pytest -m gpu tests/test_gpu.py -q -rs -p no:cacheprovider \
+run_step pytest_gpu 200 "$PY" -m pytest -m gpu tests/test_gpu.py -v -rs --durations=10 -p no:cacheprovider \
     --junitxml="$OUTDIR/pytest_gpu.xml"
 
 # 5. The benchmark: the matched workload on the GPU; the tiny one on the CPU.
