@@ -37,7 +37,8 @@ REQUIRED = {"torch": "torch", "torchvision": "torchvision", "pytorch-lightning":
             "numpy": "numpy", "pillow": "PIL", "tqdm": "tqdm", "rich": "rich", "matplotlib": "matplotlib",
             "tensorboard": "tensorboard"}
 OPTIONAL = {"pycocoevalcap": "pycocoevalcap", "pytest": "pytest"}
-PROJECT_MODULES = ("captioning.cli", "captioning.caption", "captioning.benchmark.cli", "captioning.lit.module",
+PROJECT_MODULES = ("captioning.cli.main", "captioning.cli.fit", "captioning.cli.caption", "captioning.cli.benchmark",
+                   "captioning.training.captioning",
                    "captioning.evaluation.evaluate", "captioning.models.encoders")
 
 
@@ -89,7 +90,7 @@ def imports(args: argparse.Namespace) -> int:
     Path(args.out).write_text(json.dumps(report, indent=2))
     for dist, version in versions.items():
         print(f"  {dist:34} {version or 'not importable'}")
-    print(f"  captioning from {project.get('captioning.cli', '?')}")
+    print(f"  captioning from {project.get('captioning.cli.main', '?')}")
     print(f"  EfficientNet-Lite0 weights: {weights}")
     for name, err in missing.items():
         print(f"MISSING {name}: {err}", file=sys.stderr)

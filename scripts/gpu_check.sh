@@ -155,10 +155,10 @@ run_step pytest_gpu 200 "$PY" -m pytest -m gpu tests/test_gpu.py -v -rs --durati
 
 # 5. The benchmark: the matched workload on the GPU; the tiny one on the CPU.
 if [ "$MODE" = cpu ]; then
-    run_step benchmark 60 "$PY" -m captioning.cli benchmark --device cpu --workload tiny --warmup 0 --repeats 1 \
+    run_step benchmark 60 "$PY" -m captioning.cli.main benchmark --device cpu --workload tiny --warmup 0 --repeats 1 \
         --skip memory end-to-end --json "$OUTDIR/benchmark.json"
 else
-    run_step benchmark 120 "$PY" -m captioning.cli benchmark --device cuda --workload matched \
+    run_step benchmark 120 "$PY" -m captioning.cli.main benchmark --device cuda --workload matched \
         --json "$OUTDIR/benchmark.json" --markdown
 fi
 

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     loaded = load_captioner(ckpt)  # the checkpoint alone is enough to caption
     images = cli.datamodule.images("test")
     captions = caption_files(loaded, [img.path for img in images], batch_size=250, beam_size=args.beam_size,
-                             max_len=cli.model.hparams.max_len)
+                             max_len=cli.model.hparams.max_len, device=str(cli.trainer.strategy.root_device))
     results = [{"image_id": img.image_id, "caption": cap} for img, (cap, _) in zip(images, captions)]
     out = Path(args.out)
     write_json_atomic(out / "captions_test.json", results)

@@ -57,6 +57,19 @@ def test_checkpoint_alone_captions_images_like_the_trained_module(fitted) -> Non
     torch.testing.assert_close(torch.tensor([s for _, s in got]), scores)
 
 
+def test_checkpoint_names_every_component_and_old_checkpoints_still_load(fitted, tmp_path: Path) -> None:
+    cli, _ = fitted
+    raw = torch.load(last_checkpoint(cli.trainer), map_location="cpu", weights_only=True)
+    assert raw["captioning"]["encoder"]["name"] == "small_cnn" and raw["captioning"]["decoder"]["name"] == "rnn"
+    del raw["captioning"]["decoder"]["name"]  # the format written before decoders were registered
+    torch.save(raw, tmp_path / "old.ckpt")
+    old, new = load_captioner(tmp_path / "old.ckpt"), load_captioner(last_checkpoint(cli.trainer))
+    for a, b in zip(old.model.state_dict().values(), new.model.state_dict().values()):
+        assert torch.equal(a, b)
+    images = [img.path for img in cli.datamodule.images("test")]
+    assert caption_files(old, images, max_len=24) == caption_files(new, images, max_len=24)
+
+
 def _strings(value) -> list[str]:
     if isinstance(value, dict):
         return [s for v in value.values() for s in _strings(v)]

@@ -108,6 +108,16 @@ def test_chair_needs_instances_and_a_table_that_names_their_categories(coco: dic
     assert skipped["CHAIRs"] is None and any("pass --synonyms" in note for note in skipped["notes"])
 
 
+def test_without_pycocoevalcap_auto_falls_back_with_a_note(coco, monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setattr("captioning.evaluation.toolkit.java_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "pycocoevalcap.bleu.bleu", None)  # an import of it raises ImportError
+    metrics = evaluate(coco["results"], coco["annotations"], log=lambda _: None)
+    assert metrics["backend"] == "python" and metrics["Bleu_4"] is not None
+    assert metrics["notes"][0].startswith("pycocoevalcap is not installed")
+
+
 def test_without_java_the_java_free_path_reports_the_rest(coco, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr("captioning.evaluation.toolkit.java_available", lambda: False)
     lines: list[str] = []

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback
 
 from caption_helpers import tiny_checkpoint
-from captioning.caption import main as caption_main
-from captioning.cli import cli_main
-from captioning.decoding import beam_search, greedy
+from captioning.cli.caption import main as caption_main
+from captioning.cli.fit import cli_main
+from captioning.models.decoding import beam_search, greedy
 from captioning.models.cells import CELLS
 from captioning.models.decoder import INJECTIONS, RNNDecoder
 from conftest import REPO, shapes_overrides

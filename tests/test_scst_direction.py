@@ -30,6 +30,7 @@ class PolicyModule:
     (one process: the real :meth:`~CaptioningModule.global_token_mean` divides by this batch's token count)."""
 
     global_token_mean = CaptioningModule.global_token_mean
+    check_finite = CaptioningModule.check_finite
 
     def __init__(self, decoder: RNNDecoder, v: Tensor, root: Path) -> None:
         self.captioner, self.vocab, self.v = SimpleNamespace(decoder=decoder), VOCAB, v

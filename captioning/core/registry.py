@@ -38,3 +38,12 @@ class Registry(Generic[T]):
     def list(self) -> list[str]:
         """Returns the registered names, sorted."""
         return sorted(self._entries)
+
+    def build(self, config: dict, default: str | None = None) -> T:
+        """Builds a component from its config: ``config["name"]`` (or ``default`` when absent, e.g. in older
+        checkpoints) picks the constructor, the other keys are its arguments."""
+        kwargs = dict(config)
+        name = kwargs.pop("name", default)
+        if name is None:
+            raise KeyError(f"{self.kind} config {sorted(config)} names no {self.kind} ('name')")
+        return self.get(name)(**kwargs)

@@ -83,6 +83,8 @@ def score_captions(references: Mapping[int, Sequence[str]], predictions: Mapping
     if java_available():
         try:
             return SCORERS.get("pycocoevalcap")(references, predictions)
+        except ImportError as err:  # a runtime dependency, but a hand-made environment may lack it
+            reason = f"pycocoevalcap is not installed ({err}; pip install pycocoevalcap)"
         except (OSError, RuntimeError, subprocess.SubprocessError) as err:
             reason = f"the Java PTB tokenizer failed ({type(err).__name__}: {err})"
     else:

@@ -7,10 +7,8 @@ from pathlib import Path
 
 import torch
 
-from captioning.models.captioner import Captioner
-from captioning.models.decoder import RNNDecoder
+from captioning.models.captioner import Captioner, create_captioner
 from captioning.data.vocab import AnswerVocab
-from captioning.models.encoders import build_encoder
 from captioning.models.vqa import VQAModel, create_vqa_model
 from captioning.data.vocab import Vocabulary
 
@@ -46,7 +44,7 @@ def load_captioner(path: str | Path, map_location: str | torch.device = "cpu") -
     path = Path(path)
     ckpt = _read(path, map_location)
     meta = _meta(ckpt, path, KEY, ("vocab", "encoder", "decoder", "image_size"))
-    model = Captioner(build_encoder(meta["encoder"], from_checkpoint=True), RNNDecoder(**meta["decoder"]))
+    model = create_captioner(meta)
     _load_state(model, _state(ckpt, PREFIX), path)
     return LoadedCaptioner(model.eval(), Vocabulary.from_dict(meta["vocab"]), int(meta["image_size"]), meta)
 

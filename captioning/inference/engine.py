@@ -1,5 +1,6 @@
-"""Captioning images with a trained captioner: the decoding options and one batched call used by
-``captioning caption`` (through Lightning's predict loop) and by scripts (:func:`caption_files`)."""
+"""The caption engine: decoding options and one batched call (:func:`caption_batch`, images → encoder →
+decoding → text, any device) used by ``captioning caption`` (through Lightning's predict loop), LightningCLI
+``predict``/validation/test, the main job (:func:`caption_files`) and the benchmark."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from torch import Tensor
 
 from captioning.inference.checkpoint import LoadedCaptioner
 from captioning.data.images import ImageRef, image_loader
-from captioning.models.decoding import sample
+from captioning.models.decoding import Captions, sample
 from captioning.models.captioner import Captioner
 from captioning.data.vocab import Vocabulary
 
@@ -44,26 +45,35 @@ class DecodeOptions:
             raise ValueError(f"beam_size and max_len must be at least 1, got {self.beam_size} and {self.max_len}")
 
 
+def captions_text(vocab: Vocabulary, out: Captions) -> list[tuple[str, float]]:
+    """``(text, score)`` of each decoded caption: the one place token ids become words."""
+    return [(vocab.decode(t), s) for t, s in zip(out.tokens.tolist(), out.scores.float().tolist())]
+
+
 @torch.no_grad()
-def generate_captions(model: Captioner, vocab: Vocabulary, images: Tensor, options: DecodeOptions,
-                      batch_key: int = 0) -> list[tuple[str, float]]:
-    """``(caption, score)`` for each image of a batch (B, 3, S, S).
+def caption_batch(model: Captioner, vocab: Vocabulary, options: DecodeOptions, images: Tensor | None = None,
+                  features: Tensor | None = None, batch_key: int = 0) -> list[tuple[str, float]]:
+    """The caption engine: images (or their pooled features) → decoding → ``(caption, score)`` per image.
+
+    Serves ``captioning caption``, LightningCLI ``predict``, validation and test, the main job and the
+    benchmark.
 
     Args:
         model: The captioner (in eval mode, on the images' device).
         vocab: Its vocabulary.
-        images: RGB batch in [0, 1].
         options: Decoding options.
+        images: RGB batch in [0, 1], (B, 3, S, S); or
+        features: Pooled features (B, D) already computed (e.g. from a feature cache).
         batch_key: Mixed into the sampling seed (e.g. the batch's first image index), so a batch's samples
             do not depend on the batches before it.
     """
+    v = model.encode(images) if features is None else features  # (B, D)
     if options.sample:
-        generator = torch.Generator(device=images.device).manual_seed(options.seed * 1_000_003 + batch_key)
-        out = sample(model.decoder, model.encode(images), options.max_len, options.temperature, options.top_k,
-                     generator=generator)
+        generator = torch.Generator(device=v.device).manual_seed(options.seed * 1_000_003 + batch_key)
+        out = sample(model.decoder, v, options.max_len, options.temperature, options.top_k, generator=generator)
     else:
-        out = model.generate(images, options.max_len, options.beam_size, options.length_penalty)
-    return [(vocab.decode(t), s) for t, s in zip(out.tokens.tolist(), out.scores.float().tolist())]
+        out = model.generate_from_features(v, options.max_len, options.beam_size, options.length_penalty)
+    return captions_text(vocab, out)
 
 
 @torch.no_grad()
@@ -98,5 +108,5 @@ def caption_files(loaded: LoadedCaptioner, paths: Sequence[str | Path], batch_si
         if batch["failed"]:
             ref, reason = batch["failed"][0]
             raise ValueError(f"cannot caption image file {ref.path}: {reason}")
-        results += generate_captions(model, loaded.vocab, batch["image"].to(device), options)
+        results += caption_batch(model, loaded.vocab, options, images=batch["image"].to(device))
     return results

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from captioning.models.decoder import DECODERS
 from captioning.models.decoding import Captions, beam_search, greedy
+from captioning.models.encoders import build_encoder
 
 
 class Captioner(nn.Module):
@@ -39,3 +41,16 @@ class Captioner(nn.Module):
             return greedy(self.decoder, v, max_len)
         out = beam_search(self.decoder, v, beam_size, max_len, alpha=length_penalty)
         return Captions(out.tokens[:, 0], out.scores[:, 0])
+
+
+def create_captioner(meta: dict, from_checkpoint: bool = True) -> Captioner:
+    """A captioner (untrained weights) from the plain-data description checkpoints carry: ``meta["encoder"]``
+    and ``meta["decoder"]``, each naming its registered component and options. A decoder without a ``name``
+    (checkpoints written before decoders were registered) is the ``rnn`` decoder.
+
+    Args:
+        meta: The checkpoint's ``"captioning"`` entry (see :func:`captioning.inference.checkpoint.captioner_meta`).
+        from_checkpoint: Skip loading pretrained encoder weights (the checkpoint's state dict holds them).
+    """
+    return Captioner(build_encoder(meta["encoder"], from_checkpoint=from_checkpoint),
+                     DECODERS.build(meta["decoder"], default="rnn"))

@@ -6,12 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captioning.core.registry import Registry
+
 from captioning.models.cells import (State, build_rnn, cell_step, check_cell, injected_input_term, input_projection,
                                      lstm_layer, run_fused)
 
 INJECTIONS = ("every_step", "init_state", "first_token")
+DECODERS: Registry[nn.Module] = Registry("decoder")  # name -> decoder class; each has init_state/step/config
 
 
+@DECODERS.register("rnn")
 class RNNDecoder(nn.Module):
     """Word-level RNN/LSTM/GRU decoder conditioned on a pooled image feature ``v``.
 
@@ -34,7 +38,7 @@ class RNNDecoder(nn.Module):
         super().__init__()
         if injection not in INJECTIONS:
             raise ValueError(f"unknown injection {injection!r}; choose one of {', '.join(INJECTIONS)}")
-        self.config = dict(vocab_size=vocab_size, feature_dim=feature_dim, embed_dim=embed_dim,
+        self.config = dict(name="rnn", vocab_size=vocab_size, feature_dim=feature_dim, embed_dim=embed_dim,
                            hidden_dim=hidden_dim, cell=check_cell(cell), num_layers=num_layers,
                            dropout=dropout, injection=injection)
         self.cell, self.injection, self.num_layers = cell, injection, num_layers

@@ -241,10 +241,6 @@ def create_vqa_model(meta: dict, num_answers: int) -> VQAModel:
     """Rebuilds a VQA model (untrained weights) from :func:`vqa_model_meta`'s description."""
     from captioning.models.encoders import build_encoder
 
-    def build(registry: Registry, config: dict) -> nn.Module:
-        kwargs = dict(config)
-        return registry.get(kwargs.pop("name"))(**kwargs)
-
     return VQAModel(build_encoder(meta["encoder"], from_checkpoint=True),
-                    build(QUESTION_ENCODERS, meta["question_encoder"]), build(FUSIONS, meta["fusion"]),
-                    num_answers, **meta["classifier"])
+                    QUESTION_ENCODERS.build(meta["question_encoder"]), FUSIONS.build(meta["fusion"]), num_answers,
+                    **meta["classifier"])

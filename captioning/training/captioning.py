@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import pytorch_lightning as L
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
@@ -12,10 +11,10 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from captioning.inference.checkpoint import KEY, captioner_meta, load_weights
+from captioning.inference.engine import DecodeOptions, caption_batch
 from captioning.data.features import check_identity
-from captioning.training.distributed import gather_by_image
+from captioning.training.base import EvaluatedModule
 from captioning.training.objectives import Objective
-from captioning.training.schedules import configure_optimization
 from captioning.metrics import compute_caption_metrics
 from captioning.metrics.chair import Chair
 from captioning.models.captioner import Captioner
@@ -24,7 +23,7 @@ from captioning.data.vocab import Vocabulary
 DecoderFactory = Callable[[int, int], nn.Module]  # (vocab_size, feature_dim) -> decoder
 
 
-class CaptioningModule(L.LightningModule):
+class CaptioningModule(EvaluatedModule):
     """Trains a :class:`Captioner` with cross-entropy and evaluates it on decoded captions.
 
     Args:
@@ -60,7 +59,7 @@ class CaptioningModule(L.LightningModule):
                  cached_features: dict | None = None, label_smoothing: float = 0.0,
                  objective: Objective | None = None, init_weights: str | None = None,
                  compile: bool | dict = False) -> None:
-        super().__init__()
+        super().__init__(optimizer, lr_scheduler)
         if vocab is None:
             raise ValueError("CaptioningModule needs the vocabulary (linked from the data module's 'vocab')")
         if cached_features is not None:
@@ -70,10 +69,9 @@ class CaptioningModule(L.LightningModule):
         self.cached_features = cached_features
         self.vocab = vocab
         self.captioner = Captioner(encoder, decoder(len(vocab), encoder.out_dim))
-        self.optimizer, self.lr_scheduler, self.objective = optimizer, lr_scheduler, objective
+        self.objective = objective
         if init_weights:
             load_weights(self.captioner, init_weights)
-        self._outputs: list[dict] = []
         self._chair = Chair.from_file(synonyms, mode=chair_mode) if synonyms else None
         self._chair_truth: dict[int, set[str]] = {}  # image id -> CHAIR ground-truth categories
         self.evaluation_rows: dict[int, dict] = {}  # the last evaluation's rows (e.g. for sample tables)
@@ -107,8 +105,7 @@ class CaptioningModule(L.LightningModule):
         """
         local = torch.stack([count.to(summed), summed.detach()])  # (2,)
         tokens, total = self.trainer.strategy.reduce(local.clone(), reduce_op="sum").unbind()
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"loss is {(total / tokens).item()} at global step {self.global_step}")
+        self.check_finite(total / tokens)
         self.log(name, total / tokens.clamp(min=1), prog_bar=True, batch_size=int(count))
         return summed * self.trainer.world_size / tokens.clamp(min=1)
 
@@ -121,57 +118,51 @@ class CaptioningModule(L.LightningModule):
                              "(cached_features, linked from the data module's feature_identity)")
         return batch["features"]
 
-    def decode(self, images: Tensor | None = None, features: Tensor | None = None) -> tuple[list[str], Tensor]:
-        """Captions (as text) and their scores for an image batch (or its pooled features (B, D))."""
-        v = self.captioner.encode(images) if features is None else features
-        out = self.captioner.generate_from_features(v, self.hparams.max_len, self.hparams.beam_size,
-                                                    self.hparams.length_penalty)
-        return [self.vocab.decode(row) for row in out.tokens.tolist()], out.scores
+    @property
+    def decode_options(self) -> DecodeOptions:
+        """How validation, test and ``predict`` decode (greedy or beam, from the module's options)."""
+        return DecodeOptions(beam_size=self.hparams.beam_size, max_len=self.hparams.max_len,
+                             length_penalty=self.hparams.length_penalty)
 
-    def _evaluate_step(self, batch: dict) -> None:
+    def decode(self, images: Tensor | None = None, features: Tensor | None = None) -> tuple[list[str], Tensor]:
+        """Captions (as text) and their scores for an image batch (or its pooled features (B, D)), through the
+        caption engine."""
+        rows = caption_batch(self.captioner, self.vocab, self.decode_options, images=images, features=features)
+        return [c for c, _ in rows], torch.tensor([s for _, s in rows])
+
+    def evaluate_batch(self, batch: dict, stage: str) -> list[dict]:
         captions, _ = self.decode(features=self.features(batch))
         categories = batch.get("categories", [None] * len(captions))
-        for image_id, caption, refs, cats in zip(batch["image_id"].tolist(), captions, batch["references"],
-                                                 categories):
-            self._outputs.append({"image_id": image_id, "caption": caption, "references": refs, "categories": cats})
+        return [{"image_id": image_id, "caption": caption, "references": refs, "categories": cats}
+                for image_id, caption, refs, cats in zip(batch["image_id"].tolist(), captions, batch["references"],
+                                                         categories)]
 
-    def _evaluate_epoch_end(self, prefix: str) -> None:
-        unique = gather_by_image(self._outputs, self.trainer.world_size)
-        self._outputs, self.evaluation_rows = [], unique
-        if not unique or self.trainer.sanity_checking:
-            return
-        metrics = compute_caption_metrics({i: o["references"] for i, o in unique.items()},
-                                          {i: o["caption"] for i, o in unique.items()})
-        metrics.update(self._chair_metrics(unique))
-        # Every rank computed the same numbers on the union of all ranks' captions: no averaging needed.
-        self.log_dict({f"{prefix}/{k}": float(v) for k, v in metrics.items()}, rank_zero_only=False)
-        examples = list(unique.values())[: self.hparams.num_examples]
+    def merge_rows(self, rows: list[dict]) -> dict[int, dict]:
+        """Each image once (the distributed sampler pads the last batch with repeated images), kept as
+        :attr:`evaluation_rows` for the loggers' sample tables."""
+        self.evaluation_rows = {row["image_id"]: row for row in rows}
+        return self.evaluation_rows
+
+    def evaluation_metrics(self, rows: dict[int, dict], stage: str) -> dict[str, float]:
+        metrics = compute_caption_metrics({i: o["references"] for i, o in rows.items()},
+                                          {i: o["caption"] for i, o in rows.items()})
+        metrics.update(self._chair_metrics(rows))
+        examples = list(rows.values())[: self.hparams.num_examples]
         rank_zero_info("\n".join(f"  [{o['image_id']}] {o['caption']!r}  (ref: {o['references'][0]!r})"
                                  for o in examples))
+        return metrics
 
     def _chair_metrics(self, rows: dict[int, dict]) -> dict[str, float]:
         """CHAIRs/CHAIRi of the decoded captions; empty without a synonym table or instance annotations."""
         if self._chair is None or any(row["categories"] is None for row in rows.values()):
             return {}
-        for i, row in rows.items():  # references do not change: each image's ground truth is computed once
-            if i not in self._chair_truth:
-                self._chair_truth[i] = self._chair.ground_truth(row["categories"], row["references"])
+        new = [i for i in rows if i not in self._chair_truth]  # references do not change: computed once an image
+        self._chair_truth.update(self._chair.ground_truths(new, {i: rows[i]["categories"] for i in new},
+                                                           {i: rows[i]["references"] for i in new}))
         result = self._chair.evaluate({i: row["caption"] for i, row in rows.items()}, self._chair_truth)
         for i, row in rows.items():  # e.g. a column of the W&B sample table
             row["hallucinated"] = [m.word for m in result.per_image[i].hallucinated]
         return {"CHAIRs": result.chair_s, "CHAIRi": result.chair_i}
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate_step(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._evaluate_epoch_end("val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate_step(batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._evaluate_epoch_end("test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
         captions, scores = self.decode(features=self.features(batch))
@@ -185,8 +176,7 @@ class CaptioningModule(L.LightningModule):
             self.captioner.decoder.compile(**options)
             self._compiled = True
 
-    def configure_optimizers(self):
-        return configure_optimization(self, self.optimizer, self.lr_scheduler)
+    checkpoint_key = KEY
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[KEY] = captioner_meta(self.captioner, self.vocab, self.hparams.image_size)
+    def checkpoint_meta(self) -> dict:
+        return captioner_meta(self.captioner, self.vocab, self.hparams.image_size)

@@ -12,9 +12,3 @@ def gather_objects(items: list, world_size: int) -> list:
     parts: list = [None] * world_size
     torch.distributed.all_gather_object(parts, items)
     return [x for part in parts for x in part]
-
-
-def gather_by_image(rows: list[dict], world_size: int) -> dict[int, dict]:
-    """All ranks' per-image rows keyed by ``image_id``, each image once (the distributed sampler pads
-    the last batch with repeated images)."""
-    return {row["image_id"]: row for row in gather_objects(rows, world_size)}

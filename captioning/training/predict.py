@@ -22,7 +22,7 @@ from captioning.inference.output import CaptionJob, Journal, make_error, make_ro
 from captioning.data.images import image_loader
 from captioning.core.runtime import keep_freed_memory
 from captioning.inference.checkpoint import load_captioner
-from captioning.inference.engine import DecodeOptions, generate_captions
+from captioning.inference.engine import DecodeOptions, caption_batch
 from captioning.models.captioner import Captioner
 from captioning.data.vocab import Vocabulary
 
@@ -43,8 +43,8 @@ class CaptionPredictor(L.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         rows = []
         if batch["image"] is not None:
-            captions = generate_captions(self.captioner, self.vocab, batch["image"], self.options,
-                                         batch_key=batch["first_index"])
+            captions = caption_batch(self.captioner, self.vocab, self.options, images=batch["image"],
+                                     batch_key=batch["first_index"])
             rows = [make_row(ref, c, s) for ref, (c, s) in zip(batch["refs"], captions)]
         return {"rows": rows, "errors": [make_error(ref, reason) for ref, reason in batch["failed"]]}
 
