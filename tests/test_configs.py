@@ -11,7 +11,7 @@ from captioning.cli.fit import cli_main
 from conftest import SHARED, requires_shared, shapes_overrides
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = sorted(str(p.relative_to(REPO)) for kind in ("cells", "injection")
+LAYERS = sorted(str(p.relative_to(REPO)) for kind in ("cells", "injection", "decoders")
                 for p in (REPO / "configs" / kind).glob("*.yaml"))
 SMOKE = ["--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 

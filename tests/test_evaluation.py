@@ -100,6 +100,7 @@ def test_chair_needs_instances_and_a_table_that_names_their_categories(coco: dic
     assert "mentioned" not in metrics["per_image"][0] and metrics["CIDEr"] > 0
     default = evaluate(coco["results"], coco["annotations"], coco["instances"], backend="python", log=lambda _: None)
     assert default["synonyms"] == "coco" and default["CHAIRs"] is not None  # COCO categories: the packaged table
+    assert default["binding_errors"] is None  # no colours annotated
     odd = json.loads(Path(coco["instances"]).read_text())
     odd["categories"][0]["name"] = "spaceship"  # no packaged table names it
     (tmp_path / "odd.json").write_text(json.dumps(odd))

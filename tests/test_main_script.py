@@ -20,6 +20,7 @@ def test_main_job_trains_captions_and_evaluates(tiny_shapes: Path, tmp_path: Pat
     assert {"Bleu_1", "Bleu_4", "ROUGE_L", "CIDEr"} <= set(written) and written["beam_size"] == 3
     assert written["Bleu_4"] == metrics["Bleu_4"] and 0.0 <= written["CHAIRs"] <= 1.0
     assert written["chair_mode"] == "reference" and len(written["per_image"]) == 6
+    assert 0.0 <= written["binding_errors"] <= 1.0 and "binding_pairs" in written["per_image"][0]  # shapes: colours
     assert (out / "gallery/index.html").is_file() and (out / "hallucination/report.md").is_file()
     printed = capsys.readouterr().out
     assert "Test split: 6 images" in printed and "Examples" in printed

@@ -8,20 +8,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from captioning.metrics.binding import BindingResult, binding_errors, scene_pairs
 from captioning.metrics.chair import Chair, ChairResult, instance_categories
 
 
 @dataclass
 class ChairScores:
-    """CHAIR of one set of captions: the metric object (for tokens) and its result."""
+    """CHAIR of one set of captions: the metric object (for tokens) and its result, and binding errors where
+    the instance annotations carry colours (shapes)."""
 
     chair: Chair
     result: ChairResult
+    binding: BindingResult | None = None
 
 
 def chair_scores(captions: Mapping[int, str], references: Mapping[int, Sequence[str]], instances: dict,
                  synonyms: str | Path, mode: str = "reference") -> ChairScores:
-    """CHAIR of ``captions``; ground truth = instance categories ∪ objects mentioned in the references.
+    """CHAIR of ``captions``; ground truth = instance categories ∪ objects mentioned in the references; binding
+    errors too when every instance annotation has a ``color``.
 
     Args:
         captions: Image id -> generated caption.
@@ -32,7 +36,9 @@ def chair_scores(captions: Mapping[int, str], references: Mapping[int, Sequence[
     """
     chair = Chair.from_file(synonyms, mode=mode)
     truth = chair.ground_truths(captions, instance_categories(instances), references)
-    return ChairScores(chair, chair.evaluate(captions, truth))
+    scenes = scene_pairs(instances)
+    return ChairScores(chair, chair.evaluate(captions, truth),
+                       None if scenes is None else binding_errors(chair, captions, scenes))
 
 
 def mention_dicts(mentions: Sequence[Any]) -> list[dict]:

@@ -48,6 +48,10 @@ def _per_image(rows: Sequence[ResultRow], per_image_scores: Mapping[int, Mapping
                           "mentioned": mention_dicts(image.mentioned),
                           "hallucinated": mention_dicts(image.hallucinated),
                           "ground_truth": sorted(image.ground_truth)})
+        if chair is not None and chair.binding is not None:
+            pairs = chair.binding.per_image[row.image_id]
+            entry.update({"binding_pairs": [list(p) for p in pairs.pairs],
+                          "binding_errors": [list(p) for p in pairs.errors]})
         out.append(entry)
     return out
 
@@ -132,6 +136,7 @@ def _metrics(rows: Sequence[ResultRow], ann: Any, scores: CaptionScores, chair: 
         metrics["SPICE"] = scores.corpus["SPICE"]
     metrics.update({"CHAIRs": chair.result.chair_s if chair else None,
                     "CHAIRi": chair.result.chair_i if chair else None,
+                    "binding_errors": chair.binding.rate if chair and chair.binding else None,
                     "backend": scores.backend, "chair_mode": chair_mode if chair else None,
                     "num_images": len(rows), "num_annotated_images": len(ann.references), "notes": notes,
                     **{name: None if path is None else str(path) for name, path in sources.items()},
@@ -176,7 +181,8 @@ def write_outputs(files: Mapping[Path, str | bytes]) -> None:
 
 def format_table(metrics: Mapping[str, Any]) -> str:
     """The metrics as a two-column table plus the backend, CHAIR mode and notes."""
-    names = [n for n in (*METRIC_NAMES, "CHAIRs", "CHAIRi") if n in metrics]
+    names = [n for n in (*METRIC_NAMES, "CHAIRs", "CHAIRi", "binding_errors")
+             if n in metrics and (n != "binding_errors" or metrics[n] is not None)]
     lines = [f"{'metric':8s}  value"]
     lines += [f"{n:8s}  {'-' if metrics[n] is None else format(metrics[n], '.4f')}" for n in names]
     lines.append(f"{metrics['num_images']} images; caption metrics by {metrics['backend']}"

@@ -70,7 +70,7 @@ def hallucination_report(metrics: Mapping, lengths: Mapping[int, int], k: int = 
     """The report's numbers from METRICS.json content (with CHAIR) and each caption's word count."""
     per_image = metrics["per_image"]
     return {"CHAIRs": metrics["CHAIRs"], "CHAIRi": metrics["CHAIRi"], "chair_mode": metrics["chair_mode"],
-            "captions": len(per_image),
+            "binding_errors": metrics.get("binding_errors"), "captions": len(per_image),
             "mean_words": sum(lengths.values()) / len(lengths) if lengths else 0.0,
             "per_category": per_category(per_image), "top_hallucinated": top_hallucinated(per_image, k),
             "by_length": by_length(per_image, lengths)}
@@ -80,8 +80,10 @@ def report_markdown(report: Mapping) -> str:
     """The report as Markdown tables."""
     lines = ["# Hallucination report", "",
              f"CHAIRs {report['CHAIRs']:.4f}, CHAIRi {report['CHAIRi']:.4f} (CHAIR mode {report['chair_mode']}), "
-             f"{report['captions']} captions, {report['mean_words']:.1f} words on average.", "",
-             "## Most frequently hallucinated objects", "",
+             f"{report['captions']} captions, {report['mean_words']:.1f} words on average."
+             + ("" if report.get("binding_errors") is None else
+                f" Binding errors (mentioned colour–object pairs not in the scene): {report['binding_errors']:.4f}."),
+             "", "## Most frequently hallucinated objects", "",
              "| object | hallucinated mentions | images | ground-truth objects in those images (images) |",
              "| --- | ---: | ---: | --- |"]
     lines += [f"| {r['category']} | {r['hallucinated']} | {r['images']} | "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any, Callable
+
 from torch import Tensor, nn
 
 from captioning.models.decoder import DECODERS
@@ -22,7 +25,10 @@ class Captioner(nn.Module):
         self.encoder, self.decoder = encoder, decoder
 
     def encode(self, images: Tensor) -> Tensor:
-        """Pooled image features, (B, D)."""
+        """What the decoder reads: pooled features (B, D), or the region grid (B, N, D) for a decoder that
+        attends (``needs_grid``)."""
+        if getattr(self.decoder, "needs_grid", False):
+            return self.encoder(images, return_grid=True)[1]
         return self.encoder(images)[0]
 
     def forward(self, images: Tensor, tokens: Tensor) -> Tensor:
@@ -54,3 +60,18 @@ def create_captioner(meta: dict, from_checkpoint: bool = True) -> Captioner:
     """
     return Captioner(build_encoder(meta["encoder"], from_checkpoint=from_checkpoint),
                      DECODERS.build(meta["decoder"], default="rnn"))
+
+
+def reads_grid(decoder: Any) -> bool:
+    """Whether a decoder, its class, or a factory of it (``functools.partial`` of the class, as configs build
+    them) attends over the region grid instead of reading the pooled ``v``."""
+    while isinstance(decoder, functools.partial):
+        decoder = next((a for a in decoder.args if isinstance(a, type)), decoder.func)
+    return bool(getattr(decoder, "needs_grid", False))
+
+
+def build_captioner(encoder: nn.Module, decoder_factory: Callable[[int, int], nn.Module], vocab_size: int) -> Captioner:
+    """A captioner from an encoder and a decoder factory ``(vocab_size, feature_dim) -> decoder``; the feature
+    width is the encoder's grid width for a decoder that attends, else the pooled ``v``'s."""
+    width = encoder.grid_dim if reads_grid(decoder_factory) else encoder.out_dim
+    return Captioner(encoder, decoder_factory(vocab_size, width))

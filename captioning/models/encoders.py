@@ -44,6 +44,11 @@ class Encoder(nn.Module):
     def feature_map(self, images: Tensor) -> Tensor:
         raise NotImplementedError
 
+    @property
+    def grid_dim(self) -> int:
+        """Width of one grid cell's feature (``out_dim`` unless :meth:`pool` changes the width)."""
+        return self.out_dim
+
     def pool(self, fmap: Tensor) -> Tensor:
         """Pooled feature ``v`` (B, D) of a feature map (B, D, h, w): the spatial mean by default."""
         return fmap.mean(dim=(2, 3))
@@ -96,6 +101,10 @@ class SmallCNN(Encoder):
 
     def feature_map(self, images: Tensor) -> Tensor:
         return self.body(images)  # (B, C, g, g)
+
+    @property
+    def grid_dim(self) -> int:
+        return self.config["channels"][-1]  # the last block's channels; v is the fc layer's out_dim
 
     def pool(self, fmap: Tensor) -> Tensor:
         return self.fc(fmap)  # (B, out_dim)

@@ -17,7 +17,7 @@ from captioning.training.base import EvaluatedModule
 from captioning.training.objectives import Objective
 from captioning.metrics import compute_caption_metrics
 from captioning.metrics.chair import Chair
-from captioning.models.captioner import Captioner
+from captioning.models.captioner import build_captioner
 from captioning.data.vocab import Vocabulary
 
 DecoderFactory = Callable[[int, int], nn.Module]  # (vocab_size, feature_dim) -> decoder
@@ -68,7 +68,7 @@ class CaptioningModule(EvaluatedModule):
                                           "cached_features", "objective"])
         self.cached_features = cached_features
         self.vocab = vocab
-        self.captioner = Captioner(encoder, decoder(len(vocab), encoder.out_dim))
+        self.captioner = build_captioner(encoder, decoder, len(vocab))
         self.objective = objective
         if init_weights:
             load_weights(self.captioner, init_weights)
@@ -80,9 +80,14 @@ class CaptioningModule(EvaluatedModule):
         if self.objective is not None:
             return self.objective(self, batch)
         tokens = batch["tokens"]  # (N, T): <START> w_1 … w_n <END> <PAD> …, N captions of B images
-        v = self.features(batch)[batch["owner"]]  # (N, D): each image encoded once
+        v = self.features(batch)[batch["owner"]]  # (N, D) or grids (N, R, D): each image encoded once
         logits = self.captioner.decoder(v, tokens[:, :-1])  # (N, T-1, V)
-        return self.token_mean_loss(logits, tokens[:, 1:])
+        loss = self.token_mean_loss(logits, tokens[:, 1:])
+        penalty = getattr(self.captioner.decoder, "penalty", None)  # e.g. show_attend_tell's attention regularizer
+        if penalty is not None:
+            self.log("train/attention_penalty", penalty, batch_size=tokens.size(0))
+            loss = loss + penalty
+        return loss
 
     def token_mean_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         """Cross-entropy per non-pad token of the global batch (all ranks); see :meth:`global_token_mean`.
@@ -116,6 +121,9 @@ class CaptioningModule(EvaluatedModule):
         if self.cached_features is None:
             raise ValueError("the batch carries cached features but the model was not given the cache's record "
                              "(cached_features, linked from the data module's feature_identity)")
+        if getattr(self.captioner.decoder, "needs_grid", False):
+            raise ValueError(f"the {self.captioner.decoder.config['name']} decoder attends over region grids, but "
+                             "feature caches feed pooled features to training: train it from images")
         return batch["features"]
 
     @property
