@@ -1,6 +1,6 @@
 """The main job: build shapes, train the default captioner, caption the test split, evaluate.
 
-Usage: ``python scripts/main.py [--config configs/shapes.yaml] [--out runs/main] [--beam-size 3] [--quick]
+Usage: ``python scripts/main.py [--config configs/shapes.yaml [--config LAYER …]] [--out runs/main] [--beam-size 3] [--quick]
 [--key=value …]`` (other ``--key=value`` arguments go to ``captioning fit``).
 ``--quick`` runs the same code path on a tiny shapes set (its own folder, a few training steps) in about a
 minute: what CI runs after installing the project as the README says.
@@ -31,7 +31,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     """This script's options, and the remaining arguments, passed on to LightningCLI ``fit``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      epilog="Other arguments go to `captioning fit`, e.g. --trainer.max_epochs=2.")
-    parser.add_argument("--config", default="configs/shapes.yaml", help="LightningCLI config to train")
+    parser.add_argument("--config", action="append", help="LightningCLI config to train, repeatable to layer "
+                        "configs (default: configs/shapes.yaml)")
     parser.add_argument("--out", default="runs/main", help="output folder (checkpoints, captions, metrics)")
     parser.add_argument("--beam-size", type=int, default=3, help="beam size for captioning the test split")
     parser.add_argument("--examples", type=int, default=8, help="example captions to print")
@@ -41,6 +42,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                         help="the same steps on a tiny shapes set in OUT/shapes (default OUT: runs/main-quick): "
                              "generation, a few training steps, captioning, evaluation, report, gallery")
     args, overrides = parser.parse_known_args(argv)
+    args.config = args.config or ["configs/shapes.yaml"]
     if args.quick:
         args.out = "runs/main-quick" if args.out == parser.get_default("out") else args.out
         overrides = [*QUICK, f"--data.init_args.root={Path(args.out) / 'shapes'}", *overrides]
@@ -57,14 +59,19 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     with warnings.catch_warnings():  # this script's own options are in sys.argv, not LightningCLI's
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        cli = cli_main(["fit", "--config", args.config, f"--trainer.default_root_dir={args.out}", *overrides])
+        configs = [a for config in args.config for a in ("--config", config)]
+        cli = cli_main(["fit", *configs, f"--trainer.default_root_dir={args.out}", *overrides])
     trained = time.perf_counter()
     ckpt = cli.trainer.checkpoint_callback.best_model_path or cli.trainer.checkpoint_callback.last_model_path
     loaded = load_captioner(ckpt)  # the checkpoint alone is enough to caption
     images = cli.datamodule.images("test")
+    maps = [] if hasattr(loaded.model.decoder, "attend") else None  # attention decoders: maps for the gallery
     captions = caption_files(loaded, [img.path for img in images], batch_size=250, beam_size=args.beam_size,
-                             max_len=cli.model.hparams.max_len, device=str(cli.trainer.strategy.root_device))
+                             max_len=cli.model.hparams.max_len, device=str(cli.trainer.strategy.root_device),
+                             maps=maps)
     results = [{"image_id": img.image_id, "caption": cap} for img, (cap, _) in zip(images, captions)]
+    for row, weights in zip(results, maps or []):
+        row["attention"] = [[round(a, 4) for a in word] for word in weights]  # extra key: COCO tools ignore it
     out = Path(args.out)
     write_json_atomic(out / "captions_test.json", results)
     print(f"\nTest split: {len(images)} images, beam size {args.beam_size}, checkpoint {ckpt}")

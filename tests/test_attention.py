@@ -133,3 +133,24 @@ def test_captioner_encodes_grids_and_checkpoints_rebuild_the_decoder(name: str, 
     torch.testing.assert_close(loaded.model.generate(images, 6, 2).scores, model.generate(images, 6, 2).scores)
     rebuilt = create_captioner(loaded.meta)
     assert isinstance(rebuilt, Captioner) and rebuilt.decoder.config == model.decoder.config
+
+
+@pytest.mark.parametrize("name", sorted(DECODERS))
+def test_attention_maps_are_the_weights_decoding_used(name: str) -> None:
+    from captioning.inference.engine import attention_maps
+
+    torch.manual_seed(1)
+    model = Captioner(SmallCNN(channels=[8, 16], out_dim=10, grid_size=2), make(name)).eval()
+    grid = torch.randn(3, N, D)
+    out = greedy(model.decoder, grid, max_len=6)
+    state, tokens, seen = model.decoder.init_state(grid), torch.full((3,), START), []
+    for t in range(out.tokens.size(1)):  # replay decoding, recording each step's weights
+        _, state = model.decoder.step(tokens, state)
+        seen.append(state["alpha"])
+        tokens = out.tokens[:, t]
+    maps = attention_maps(model, grid, out)
+    for b in range(3):
+        words = int(((out.tokens[b] != END) & (out.tokens[b] != 0)).cumprod(0).sum())
+        assert len(maps[b]) == words
+        for t in range(words):
+            torch.testing.assert_close(torch.tensor(maps[b][t]), seen[t][b])

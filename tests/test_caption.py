@@ -136,3 +136,23 @@ def test_two_processes_write_shards_merged_without_duplicates_or_gaps(ckpt: Path
     assert [(r["file_name"], r["caption"]) for r in two] == [(r["file_name"], r["caption"]) for r in one]
     assert [r["score"] for r in two] == pytest.approx([r["score"] for r in one], abs=1e-5)
     assert len(_rows(tmp_path / "two.errors.jsonl")) == 3 and not journal_dir(tmp_path / "two.jsonl").exists()
+
+
+def test_attention_maps_per_word_with_an_attention_checkpoint(folder: Path, tmp_path: Path) -> None:
+    from captioning.data.results import read_caption_rows
+    from captioning.cli.gallery import main as gallery_main
+
+    att = tiny_checkpoint(tmp_path / "att.ckpt", decoder="updown")
+    _caption(att, folder, tmp_path / "att.jsonl", "--attention")
+    rows = _rows(tmp_path / "att.jsonl")
+    assert len(rows) == 5
+    for row in rows:  # one map per word over the 2×2 grid, each a distribution
+        assert len(row["attention"]) == len(row["caption"].split())
+        assert all(len(w) == 4 and abs(sum(w) - 1) < 1e-3 for w in row["attention"])
+    assert read_caption_rows(tmp_path / "att.jsonl")[0].attention == rows[0]["attention"]
+    gallery_main([str(tmp_path / "att.jsonl"), "--images", str(folder), "--output", str(tmp_path / "g")])
+    page = (tmp_path / "g" / "index.html").read_text()
+    assert page.count("<canvas") == sum(len(r["attention"]) for r in rows) and "data-att=" in page
+    assert "<script>" in page  # the maps are drawn over each image in the browser
+    with pytest.raises(SystemExit, match="--attention needs an attention decoder"):
+        _caption(tiny_checkpoint(tmp_path / "rnn.ckpt"), folder, tmp_path / "rnn.jsonl", "--attention")

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="where the model runs")
     p.add_argument("--devices", type=int, default=1, help="processes/devices (several: DDP, shards merged)")
     p.add_argument("--precision", choices=tuple(PRECISIONS), default="32", help="32, bf16 or 16 (autocast)")
+    p.add_argument("--attention", action="store_true",
+                   help="attention decoders: add each word's region weights to every line (for the gallery)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -62,7 +64,8 @@ def make_job(args: argparse.Namespace) -> CaptionJob:
 def run(args: argparse.Namespace) -> dict:
     """Captions the images; returns the summary (``captioned``, ``kept``, ``errors``, ``total``, ``seconds``)."""
     options = DecodeOptions(beam_size=args.beam_size, max_len=args.max_len, length_penalty=args.length_penalty,
-                            sample=args.sample, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+                            sample=args.sample, temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+                            attention=args.attention)
     return caption_collection(make_job(args), args.checkpoint, options, args.batch_size, args.num_workers,
                               args.device, args.devices, PRECISIONS[args.precision], progress=not args.no_progress)
 

@@ -26,6 +26,7 @@ class ResultRow:
     caption: str
     file_name: str | None = None
     score: float | None = None
+    attention: list[list[float]] | None = None  # per word, the region weights of an attention decoder
 
 
 def _load_json(path: Path, what: str) -> Any:
@@ -55,7 +56,12 @@ def _check_row(path: Path, where: str, row: Any, extra: bool) -> ResultRow:
         raise InputError(f"{path}: {where} (image_id {image_id}) 'file_name' must be a string")
     if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
         raise InputError(f"{path}: {where} (image_id {image_id}) 'score' must be a number")
-    return ResultRow(image_id, caption, file_name, None if score is None else float(score))
+    attention = row.get("attention") if extra or "attention" in row else None
+    if attention is not None and not (isinstance(attention, list) and all(
+            isinstance(w, list) and all(isinstance(a, (int, float)) for a in w) for w in attention)):
+        raise InputError(f"{path}: {where} (image_id {image_id}) 'attention' must be a list of lists of numbers "
+                         "(each word's region weights)")
+    return ResultRow(image_id, caption, file_name, None if score is None else float(score), attention)
 
 
 def _unique(path: Path, rows: list[ResultRow]) -> list[ResultRow]:
@@ -73,7 +79,8 @@ def _unique(path: Path, rows: list[ResultRow]) -> list[ResultRow]:
 def read_results(path: str | Path) -> list[ResultRow]:
     """Reads a COCO results file: a JSON list of ``{"image_id": int, "caption": str}``, one per image.
 
-    Extra keys (``score`` …) are allowed and ignored.
+    Extra keys (``score`` …) are allowed and ignored, except ``attention`` (each word's region weights from an
+    attention decoder), which the gallery draws.
     """
     path = Path(path)
     data = _load_json(path, "results")
@@ -85,7 +92,8 @@ def read_results(path: str | Path) -> list[ResultRow]:
 
 def read_caption_rows(path: str | Path) -> list[ResultRow]:
     """Reads captions for a gallery: a COCO results list, or JSON Lines of ``{"image_id", "caption",
-    "file_name", "score"}`` (batch-captioning output; ``file_name`` and ``score`` optional)."""
+    "file_name", "score"}`` (batch-captioning output; ``file_name`` and ``score`` optional; a line whose
+    ``image_id`` is null, from a captioned folder, gets its line number as id)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"captions file not found: {path}")
@@ -105,6 +113,8 @@ def read_caption_rows(path: str | Path) -> list[ResultRow]:
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise InputError(f"{path}: line {number} is not valid JSON ({err})") from err
+        if isinstance(row, dict) and row.get("image_id", 0) is None and isinstance(row.get("file_name"), str):
+            row = {**row, "image_id": number}  # a folder or list captioned: no COCO id; the line number stands in
         rows.append(_check_row(path, f"line {number}", row, extra=True))
     return _unique(path, rows)
 

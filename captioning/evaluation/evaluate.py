@@ -152,9 +152,11 @@ def _render_outputs(metrics: dict, rows: Sequence[ResultRow], ann: Any, referenc
     if output is not None:
         files[Path(output)] = json.dumps(metrics, indent=1, ensure_ascii=False) + "\n"
     if gallery is not None:
+        maps = {row.image_id: row.attention for row in rows}
         items = [GalleryItem.from_metrics(entry, image_dir / ann.file_names[entry["image_id"]],
                                           references[entry["image_id"]],
-                                          chair.chair.tokens(entry["caption"]) if chair else None)
+                                          chair.chair.tokens(entry["caption"]) if chair else None,
+                                          maps[entry["image_id"]])
                  for entry in metrics["per_image"]]
         files.update(render_gallery(items, Path(gallery), title=f"{Path(metrics['results']).name}",
                                     summary=format_table(metrics)))

@@ -33,7 +33,33 @@ mark.halluc{background:#ffb3b3;padding:0 .15em}
 mark.object{background:#c9f0c9;padding:0 .15em}
 .refs{color:#555;margin:.3em 0;padding-left:1.2em}
 table.scores td{padding:0 .6em 0 0;font-size:.9em}
-pre{background:#fff;border:1px solid #ddd;padding:.6em;white-space:pre-wrap}"""
+pre{background:#fff;border:1px solid #ddd;padding:.6em;white-space:pre-wrap}
+.att{display:flex;flex-wrap:wrap;gap:.3em;margin:.4em 0}
+.att figure{margin:0;text-align:center;font-size:.8em}
+.att canvas{width:72px;height:72px;display:block;border:1px solid #ccc}"""
+
+# Draws each word's attention map over its image: the image, darkened, with the attended regions lit in proportion
+# to their weight (the strongest region at full brightness), on a canvas per word.
+_SCRIPT = """<script>
+document.querySelectorAll('.item').forEach(function (item) {
+  var img = item.querySelector('img');
+  var canvases = item.querySelectorAll('canvas[data-att]');
+  if (!img || !canvases.length) return;
+  function draw() {
+    canvases.forEach(function (c) {
+      var w = c.dataset.att.split(',').map(Number), side = Math.round(Math.sqrt(w.length));
+      var max = Math.max.apply(null, w) || 1, ctx = c.getContext('2d'), s = c.width / side;
+      ctx.imageSmoothingEnabled = false;
+      ctx.drawImage(img, 0, 0, c.width, c.height);
+      for (var k = 0; k < w.length; k++) {
+        ctx.fillStyle = 'rgba(0,0,0,' + (0.85 * (1 - w[k] / max)).toFixed(3) + ')';
+        ctx.fillRect((k % side) * s, Math.floor(k / side) * s, s, s);
+      }
+    });
+  }
+  if (img.complete) draw(); else img.addEventListener('load', draw);
+});
+</script>"""
 
 
 @dataclass
@@ -49,6 +75,7 @@ class GalleryItem:
         tokens: ``chair.tokens(caption)`` when CHAIR ran (mention indices point into it), else ``None``.
         mentioned: Object mentions (``{"word", "category", "index"}``).
         hallucinated: The hallucinated subset of ``mentioned``.
+        attention: Per caption word, the attention decoder's weights over the grid's regions (row-major).
     """
 
     image_id: int
@@ -59,16 +86,17 @@ class GalleryItem:
     tokens: list[str] | None = None
     mentioned: list[dict] = field(default_factory=list)
     hallucinated: list[dict] = field(default_factory=list)
+    attention: list[list[float]] | None = None
 
     @classmethod
     def from_metrics(cls, entry: Mapping, image: Path, references: Sequence[str],
-                     tokens: Sequence[str] | None) -> GalleryItem:
-        """An item from one ``per_image`` entry of METRICS.json."""
+                     tokens: Sequence[str] | None, attention: list[list[float]] | None = None) -> GalleryItem:
+        """An item from one ``per_image`` entry of METRICS.json (and the results row's attention maps)."""
         skip = {"image_id", "caption", "mentioned", "hallucinated", "ground_truth"}
         scores = {k: v for k, v in entry.items() if k not in skip}
         return cls(entry["image_id"], entry["caption"], image, list(references), scores,
                    None if tokens is None else list(tokens), list(entry.get("mentioned", [])),
-                   list(entry.get("hallucinated", [])))
+                   list(entry.get("hallucinated", [])), attention)
 
 
 def _token_offsets(text: str, tokens: Sequence[str]) -> list[int | None]:
@@ -122,6 +150,18 @@ def _format(value: float | int | None) -> str:
     return "-" if value is None else (str(value) if isinstance(value, int) else f"{value:.3f}")
 
 
+def _attention_html(item: GalleryItem) -> str:
+    """One canvas per caption word, drawn by the page's script with where the model looked for that word."""
+    if not item.attention:
+        return ""
+    words = item.caption.split()
+    figures = "".join(
+        f'<figure><canvas width="96" height="96" data-att="{",".join(f"{a:.4g}" for a in weights)}"></canvas>'
+        f"<figcaption>{html.escape(word)}</figcaption></figure>"
+        for word, weights in zip(words, item.attention))
+    return f'<div class="att" title="where the model looked for each word">{figures}</div>'
+
+
 def _item_html(item: GalleryItem, folder: Path) -> str:
     scores = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{_format(v)}</td></tr>"
                      for k, v in item.scores.items() if isinstance(v, (int, float)) or v is None)
@@ -131,6 +171,7 @@ def _item_html(item: GalleryItem, folder: Path) -> str:
             f'alt="{html.escape(item.image.name, quote=True)}"><div>'
             f'<p class="caption">{highlight(item.caption, item.tokens, item.mentioned, item.hallucinated)}</p>'
             f'<div>image {item.image_id} · {html.escape(item.image.name)}</div>'
+            + _attention_html(item)
             + (f'<ol class="refs">{refs}</ol>' if refs else "")
             + (f'<table class="scores">{scores}</table>' if scores else "") + "</div></div>")
 
@@ -143,7 +184,8 @@ def render_gallery(items: Sequence[GalleryItem], folder: Path, title: str = "cap
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{head}"
             f'<p>{len(items)} images. <mark class="halluc">hallucinated object</mark> '
-            f'<mark class="object">object in the image</mark></p>\n{body}\n</body></html>\n')
+            f'<mark class="object">object in the image</mark></p>\n{body}\n'
+            + (_SCRIPT if any(item.attention for item in items) else "") + "\n</body></html>\n")
     return {folder / "index.html": page}
 
 
@@ -165,7 +207,8 @@ def gallery_items(rows: Sequence[ResultRow], images: Path, annotations: str | No
     items = []
     for r in rows:
         scores = {} if r.score is None else {"score": r.score}
-        item = GalleryItem(r.image_id, r.caption, files[r.image_id], references[r.image_id], scores)
+        item = GalleryItem(r.image_id, r.caption, files[r.image_id], references[r.image_id], scores,
+                           attention=r.attention)
         if chair is not None:
             image = chair.result.per_image[r.image_id]
             item.tokens = chair.chair.tokens(r.caption)

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from captioning.inference.checkpoint import LoadedCaptioner
 from captioning.data.images import ImageRef, image_loader
-from captioning.models.decoding import Captions, sample
+from captioning.models.decoding import END, PAD, START, Captions, sample
 from captioning.models.captioner import Captioner
 from captioning.data.vocab import Vocabulary
 
@@ -30,6 +30,7 @@ class DecodeOptions:
         temperature: Sampling temperature.
         top_k: Sample among the ``top_k`` most probable words (0: all).
         seed: Seed of the sampling generator (combined with each batch's first image index).
+        attention: Also return each word's attention map (attention decoders only; see :func:`attention_maps`).
     """
 
     beam_size: int = 1
@@ -39,6 +40,7 @@ class DecodeOptions:
     temperature: float = 1.0
     top_k: int = 0
     seed: int = 0
+    attention: bool = False
 
     def __post_init__(self) -> None:
         if self.beam_size < 1 or self.max_len < 1:
@@ -51,9 +53,22 @@ def captions_text(vocab: Vocabulary, out: Captions) -> list[tuple[str, float]]:
 
 
 @torch.no_grad()
+def decode_batch(model: Captioner, options: DecodeOptions, images: Tensor | None = None,
+                 features: Tensor | None = None, batch_key: int = 0) -> tuple[Captions, Tensor]:
+    """Decoded token ids and scores of a batch, and the features the decoder read (pooled (B, D) or a region
+    grid (B, N, D)); see :func:`caption_batch`."""
+    v = model.encode(images) if features is None else features
+    if options.sample:
+        generator = torch.Generator(device=v.device).manual_seed(options.seed * 1_000_003 + batch_key)
+        out = sample(model.decoder, v, options.max_len, options.temperature, options.top_k, generator=generator)
+    else:
+        out = model.generate_from_features(v, options.max_len, options.beam_size, options.length_penalty)
+    return out, v
+
+
 def caption_batch(model: Captioner, vocab: Vocabulary, options: DecodeOptions, images: Tensor | None = None,
                   features: Tensor | None = None, batch_key: int = 0) -> list[tuple[str, float]]:
-    """The caption engine: images (or their pooled features) → decoding → ``(caption, score)`` per image.
+    """The caption engine: images (or their features) → decoding → ``(caption, score)`` per image.
 
     Serves ``captioning caption``, LightningCLI ``predict``, validation and test, the main job and the
     benchmark.
@@ -63,23 +78,39 @@ def caption_batch(model: Captioner, vocab: Vocabulary, options: DecodeOptions, i
         vocab: Its vocabulary.
         options: Decoding options.
         images: RGB batch in [0, 1], (B, 3, S, S); or
-        features: Pooled features (B, D) already computed (e.g. from a feature cache).
+        features: What the decoder reads, already computed (pooled (B, D), e.g. from a feature cache).
         batch_key: Mixed into the sampling seed (e.g. the batch's first image index), so a batch's samples
             do not depend on the batches before it.
     """
-    v = model.encode(images) if features is None else features  # (B, D)
-    if options.sample:
-        generator = torch.Generator(device=v.device).manual_seed(options.seed * 1_000_003 + batch_key)
-        out = sample(model.decoder, v, options.max_len, options.temperature, options.top_k, generator=generator)
-    else:
-        out = model.generate_from_features(v, options.max_len, options.beam_size, options.length_penalty)
-    return captions_text(vocab, out)
+    return captions_text(vocab, decode_batch(model, options, images, features, batch_key)[0])
+
+
+@torch.no_grad()
+def attention_maps(model: Captioner, grid: Tensor, out: Captions) -> list[list[list[float]]]:
+    """Where an attention decoder looked for each word of its decoded captions: per image, one list of region
+    weights (N, row-major over the grid) per word (``<END>`` excluded).
+
+    The decoded words are fed back through the decoder's teacher-forced pass, which reproduces decoding's
+    hidden states exactly, so each word gets the weights of the step that chose it.
+
+    Raises:
+        ValueError: if the decoder does not attend over regions.
+    """
+    if not hasattr(model.decoder, "attend"):
+        raise ValueError(f"the {model.decoder.config.get('name', 'rnn')} decoder has no attention maps "
+                         "(an attention decoder such as updown has)")
+    tokens = out.tokens  # (B, T): words, <END>, <PAD>…
+    inputs = torch.cat([torch.full_like(tokens[:, :1], START), tokens[:, :-1]], dim=1)  # (B, T)
+    _, alphas = model.decoder.attend(grid, inputs)  # (B, T, N)
+    words = ((tokens != END) & (tokens != PAD)).cumprod(dim=1).sum(dim=1).tolist()  # words before <END>
+    return [alphas[b, :n].float().tolist() for b, n in enumerate(words)]
 
 
 @torch.no_grad()
 def caption_files(loaded: LoadedCaptioner, paths: Sequence[str | Path], batch_size: int = 64,
                   beam_size: int = 1, max_len: int = 20, length_penalty: float = 0.0,
-                  num_workers: int = 0, device: str = "cpu") -> list[tuple[str, float]]:
+                  num_workers: int = 0, device: str = "cpu",
+                  maps: list[list[list[float]]] | None = None) -> list[tuple[str, float]]:
     """Captions image files in batches, in order, in this process (``captioning caption`` is the tool for
     large collections: workers, resuming, error lists, several devices).
 
@@ -92,6 +123,8 @@ def caption_files(loaded: LoadedCaptioner, paths: Sequence[str | Path], batch_si
         length_penalty: Length-penalty exponent for beam search.
         num_workers: DataLoader worker processes reading images.
         device: Where the model runs.
+        maps: A list that receives each image's per-word attention maps (:func:`attention_maps`; attention
+            decoders only), in path order.
 
     Returns:
         ``(caption, score)`` per path.
@@ -108,5 +141,8 @@ def caption_files(loaded: LoadedCaptioner, paths: Sequence[str | Path], batch_si
         if batch["failed"]:
             ref, reason = batch["failed"][0]
             raise ValueError(f"cannot caption image file {ref.path}: {reason}")
-        results += caption_batch(model, loaded.vocab, options, images=batch["image"].to(device))
+        out, features = decode_batch(model, options, images=batch["image"].to(device))
+        results += captions_text(loaded.vocab, out)
+        if maps is not None:
+            maps += attention_maps(model, features, out)
     return results

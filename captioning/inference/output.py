@@ -22,9 +22,12 @@ from captioning.core.io import atomic_path, write_json_atomic
 FORMATS = ("jsonl", "coco")
 
 
-def make_row(ref: ImageRef, caption: str, score: float) -> dict:
-    """One output row."""
-    return {"image_id": ref.image_id, "file_name": ref.file_name, "caption": caption, "score": float(score)}
+def make_row(ref: ImageRef, caption: str, score: float, attention: list[list[float]] | None = None) -> dict:
+    """One output row; with ``attention``, each word's region weights (``captioning caption --attention``)."""
+    row = {"image_id": ref.image_id, "file_name": ref.file_name, "caption": caption, "score": float(score)}
+    if attention is not None:
+        row["attention"] = [[round(a, 4) for a in word] for word in attention]
+    return row
 
 
 def make_error(ref: ImageRef, reason: str) -> dict:

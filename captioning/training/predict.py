@@ -22,7 +22,7 @@ from captioning.inference.output import CaptionJob, Journal, make_error, make_ro
 from captioning.data.images import image_loader
 from captioning.core.runtime import keep_freed_memory
 from captioning.inference.checkpoint import load_captioner
-from captioning.inference.engine import DecodeOptions, caption_batch
+from captioning.inference.engine import DecodeOptions, attention_maps, captions_text, decode_batch
 from captioning.models.captioner import Captioner
 from captioning.data.vocab import Vocabulary
 
@@ -43,9 +43,12 @@ class CaptionPredictor(L.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         rows = []
         if batch["image"] is not None:
-            captions = caption_batch(self.captioner, self.vocab, self.options, images=batch["image"],
-                                     batch_key=batch["first_index"])
-            rows = [make_row(ref, c, s) for ref, (c, s) in zip(batch["refs"], captions)]
+            out, features = decode_batch(self.captioner, self.options, images=batch["image"],
+                                         batch_key=batch["first_index"])
+            maps = (attention_maps(self.captioner, features, out) if self.options.attention
+                    else [None] * out.tokens.size(0))
+            rows = [make_row(ref, c, s, m) for ref, (c, s), m in zip(batch["refs"], captions_text(self.vocab, out),
+                                                                      maps)]
         return {"rows": rows, "errors": [make_error(ref, reason) for ref, reason in batch["failed"]]}
 
 
@@ -138,6 +141,9 @@ def caption_collection(job: CaptionJob, checkpoint: str | Path, options: DecodeO
     """
     keep_freed_memory()  # 2× encoder throughput on CPU (see captioning.core.runtime)
     loaded = load_captioner(checkpoint)
+    if options.attention and not hasattr(loaded.model.decoder, "attend"):
+        raise ValueError(f"{checkpoint}: --attention needs an attention decoder (show_attend_tell, att2in, updown); "
+                         f"this checkpoint's decoder is {loaded.meta['decoder'].get('name', 'rnn')}")
     writer = JournalWriter(progress=progress)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # no accelerator banner
     with warnings.catch_warnings():
