@@ -1,0 +1,25 @@
+"""scripts/hallucination_study.py --quick: an attention arm trained with cross-entropy, then SCST from its
+checkpoint, evaluated with CHAIR and binding errors, summarized over seeds; a finished run is not repeated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import load_script
+
+
+def test_quick_study_runs_both_objectives_and_resumes(tmp_path: Path) -> None:
+    study = load_script("hallucination_study.py")
+    out = tmp_path / "study"
+    table = study.main(["--quick", "--out", str(out), "--seeds", "0", "--models", "updown"])
+    assert set(table) == {"updown | cross-entropy", "updown | CE then SCST"}
+    for row in table.values():
+        assert row["seeds"] == 1 and 0.0 <= row["CHAIRs"]["mean"] <= 1.0 and row["binding_errors"] is not None
+    ce = json.loads((out / "updown/ce-seed0/metrics_test.json").read_text())
+    scst_config = next((out / "updown/scst-seed0/lightning_logs").glob("version_*/config.yaml")).read_text()
+    assert ce["checkpoint"] in scst_config and "SelfCritical" in scst_config  # SCST starts from the CE weights
+    assert "| updown | CE then SCST | 1 |" in (out / "hallucination.md").read_text()
+    stamp = (out / "updown/ce-seed0/metrics_test.json").stat().st_mtime
+    study.main(["--quick", "--out", str(out), "--seeds", "0", "--models", "updown"])  # resumes: nothing rerun
+    assert (out / "updown/ce-seed0/metrics_test.json").stat().st_mtime == stamp
