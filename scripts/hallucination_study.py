@@ -116,11 +116,25 @@ def markdown(table: dict, quick: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+BEGIN, END = "<!-- study table: begin -->", "<!-- study table: end -->"
+
+
+def write_doc(doc: Path, table_md: str) -> None:
+    """Puts the table between the doc's markers (keeping the prose around it), or writes it whole."""
+    text = doc.read_text(encoding="utf-8") if doc.is_file() else ""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = f"{head}{BEGIN}\n{table_md}{END}{rest.split(END, 1)[1]}"
+    else:
+        text = table_md
+    write_text_atomic(doc, text)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     table = summarize(run_study(args))
     write_json_atomic(args.out / "study.json", table)
-    write_text_atomic(args.doc, markdown(table, args.quick))
+    write_doc(args.doc, markdown(table, args.quick))
     print(markdown(table, args.quick))
     print(f"wrote {args.out / 'study.json'} and {args.doc}")
     return table
