@@ -1,7 +1,11 @@
-"""Plain ``nn.Module``s (no Lightning): encoders, the recurrent decoder and the captioner."""
+"""Plain ``nn.Module``s (no Lightning): encoders, the decoders (registered by name) and the captioner."""
 
 from captioning.models.captioner import Captioner
-from captioning.models.decoder import RNNDecoder
+from captioning.models.decoder import DECODERS, RNNDecoder
 from captioning.models.encoders import ENCODERS, SmallCNN, TimmEncoder, TorchvisionEncoder
+from captioning.models.mamba import MambaDecoder
+from captioning.models.rwkv import RWKVDecoder
+from captioning.models.transformer import TransformerDecoder
 
-__all__ = ["Captioner", "RNNDecoder", "ENCODERS", "SmallCNN", "TimmEncoder", "TorchvisionEncoder"]
+__all__ = ["Captioner", "DECODERS", "RNNDecoder", "RWKVDecoder", "MambaDecoder", "TransformerDecoder", "ENCODERS",
+           "SmallCNN", "TimmEncoder", "TorchvisionEncoder"]
