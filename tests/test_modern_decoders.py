@@ -12,11 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from captioning.cli.caption import main as caption_main
+from captioning.cli.fit import cli_main
 from captioning.data.vocab import Vocabulary
 from captioning.inference.checkpoint import load_captioner, save_captioner
 from captioning.models import DECODERS, Captioner, SmallCNN
 from captioning.models.decoding import END, PAD, START, beam_search, greedy, sample
 from captioning.models.rwkv import NEG, wkv_initial, wkv_parallel, wkv_step
+from conftest import REPO, shapes_overrides
 
 V, D = 15, 8
 NAMES = ["rwkv", "mamba", "transformer"]
@@ -204,3 +206,15 @@ def test_checkpoint_round_trip_gives_identical_captions(name: str, tmp_path: Pat
                   "--batch-size", "4", "--num-workers", "0", "--no-progress", "--beam-size", "2"])
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == len(list((tiny_shapes / "test").glob("*.png"))) and all("caption" in r for r in rows)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_self_critical_training_step_runs_with_the_decoder_config(name: str, tiny_shapes: Path,
+                                                                   tmp_path: Path) -> None:
+    configs = [REPO / "configs/shapes.yaml", REPO / f"configs/decoders/{name}.yaml", REPO / "configs/scst.yaml"]
+    cli = cli_main(["fit", *(a for c in configs for a in ("--config", str(c))), *shapes_overrides(tiny_shapes),
+                    "--model.objective.init_args.num_samples=2", f"--trainer.default_root_dir={tmp_path}",
+                    "--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false",
+                    "--trainer.enable_model_summary=false"])
+    assert cli.model.captioner.decoder.config["name"] == name
+    assert torch.isfinite(cli.trainer.logged_metrics["train/scst_loss"])
