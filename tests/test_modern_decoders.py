@@ -218,3 +218,21 @@ def test_self_critical_training_step_runs_with_the_decoder_config(name: str, tin
                     "--trainer.enable_model_summary=false"])
     assert cli.model.captioner.decoder.config["name"] == name
     assert torch.isfinite(cli.trainer.logged_metrics["train/scst_loss"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_benchmark_measures_the_decoder_on_the_tiny_workload(name: str, tmp_path: Path) -> None:
+    from captioning.cli.benchmark import main as benchmark_main
+
+    out = tmp_path / "bench.json"
+    benchmark_main(["--workload", "tiny", "--decoder", name, "--device", "cpu", "--repeats", "1", "--warmup", "0",
+                    "--skip", "end-to-end", "--json", str(out), "--markdown"])
+    report = json.loads(out.read_text())
+    assert report["decoder"] == report["sizes"]["decoder"] == name
+    train = report["train"]
+    assert set(train["variants"]) == {"ours"} and "skipped" in train["breakdown"]  # the levers are the LSTM's
+    assert train["flops_per_step"] > 0 and train["train_tokens_per_s"]["median"] > 0
+    decode = report["decode"]
+    assert decode["greedy_captions_per_s"]["median"] > 0 and decode["beam2_captions_per_s"]["median"] > 0
+    assert decode["speedup_over_baseline"] == {} and "baseline_skipped" in decode
+    assert "skipped" in report["memory"]
