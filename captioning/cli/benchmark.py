@@ -72,8 +72,8 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit("captioning benchmark: --device cuda but no CUDA device is available")
     w = replace(WORKLOADS[args.workload], decoder=args.decoder)
     timing = dict(warmup=args.warmup, repeats=args.repeats, clock=args.clock)
-    report = {"workload": args.workload, "decoder": args.decoder, "sizes": w.to_dict(), "machine": machine(device), "clock": args.clock,
-              "keep_freed_memory": tuned}
+    report = {"workload": args.workload, "decoder": args.decoder, "sizes": w.to_dict(), "machine": machine(device),
+              "clock": args.clock, "keep_freed_memory": tuned}
     rate = matmul_rate(workload_gemm_shapes(w), device, seconds=w.matmul_seconds, repeats=args.repeats,
                        clock=args.clock)
     report["matmul"] = rate

@@ -84,7 +84,8 @@ class MambaBlock(nn.Module):
     def __init__(self, d_model: int, d_state: int, d_conv: int, expand: int, chunk_size: int,
                  dropout: float) -> None:
         super().__init__()
-        inner, self.dt_rank, self.d_state, self.chunk_size = expand * d_model, math.ceil(d_model / 16), d_state, chunk_size
+        inner = expand * d_model
+        self.dt_rank, self.d_state, self.chunk_size = math.ceil(d_model / 16), d_state, chunk_size
         self.norm = nn.LayerNorm(d_model)
         self.in_proj = nn.Linear(d_model, 2 * inner, bias=False)  # -> x, z
         self.conv = nn.Conv1d(inner, inner, d_conv, groups=inner)  # depthwise; padded on the left only
@@ -126,7 +127,8 @@ class MambaBlock(nn.Module):
         window = torch.cat([conv.to(xi.dtype), xi[..., None]], dim=-1)  # (B, E, K)
         xc = F.silu((window * self.conv.weight[:, 0]).sum(dim=-1) + self.conv.bias)  # (B, E)
         delta, bm, cm, a = self._ssm_inputs(xc)
-        h = torch.exp(delta[..., None] * a) * h.to(delta.dtype) + (delta * xc.to(delta.dtype))[..., None] * bm[:, None]
+        drive = (delta * xc.to(delta.dtype))[..., None] * bm[:, None]  # (B, E, N)
+        h = torch.exp(delta[..., None] * a) * h.to(delta.dtype) + drive  # (B, E, N)
         y = (h * cm[:, None]).sum(dim=-1)  # (B, E)
         return x + self._output(y, xc, z), window[..., 1:], h
 

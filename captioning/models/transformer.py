@@ -71,7 +71,8 @@ class TransformerBlock(nn.Module):
         q, k, v = self._qkv(x[:, None])  # (B, heads, 1, head_dim) each
         keys, values = torch.cat([keys.to(k.dtype), k], dim=2), torch.cat([values.to(v.dtype), v], dim=2)
         p = self.dropout if self.training else 0.0
-        return self._finish(x[:, None], F.scaled_dot_product_attention(q, keys, values, dropout_p=p))[:, 0], keys, values
+        attended = F.scaled_dot_product_attention(q, keys, values, dropout_p=p)  # (B, heads, 1, head_dim)
+        return self._finish(x[:, None], attended)[:, 0], keys, values
 
 
 @DECODERS.register("transformer")
