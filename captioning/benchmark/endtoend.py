@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from captioning.benchmark.timing import measure
-from captioning.benchmark.workload import Workload
+from captioning.benchmark.workload import Workload, make_decoder
 from captioning.inference.engine import DecodeOptions
 from captioning.inference.output import CaptionJob
 from captioning.training.predict import caption_collection
@@ -30,7 +30,6 @@ from captioning.inference.checkpoint import save_captioner
 from captioning.data.images import load_image
 from captioning.data.images import ImageRef, image_loader
 from captioning.models.captioner import Captioner
-from captioning.models.decoder import RNNDecoder
 from captioning.models.encoders import TimmEncoder
 from captioning.data.vocab import Vocabulary
 
@@ -49,7 +48,7 @@ def untrained_captioner(w: Workload) -> tuple[Captioner, Vocabulary]:
     torch.manual_seed(0)
     encoder = TimmEncoder()
     vocab = Vocabulary([f"word{i}" for i in range(w.vocab_size - 4)])
-    decoder = RNNDecoder(len(vocab), encoder.out_dim, w.embed_dim, w.hidden_dim, cell="lstm")
+    decoder = make_decoder(w, len(vocab), encoder.out_dim)
     with torch.no_grad():
         decoder.out.bias[Vocabulary.end_id] = -1e9
     return Captioner(encoder, decoder).eval(), vocab

@@ -97,6 +97,9 @@ def peak_bytes(w: Workload, device: torch.device, window: int) -> int:
 
 def bench_memory(w: Workload, device: torch.device) -> dict:
     """Peak memory for full vs truncated BPTT, or the reason it cannot be measured here."""
+    if w.decoder != "lstm":
+        return {"skipped": f"full vs truncated BPTT is measured for the LSTM, whose (h, c) the windows carry; "
+                           f"{w.decoder} is not measured here"}
     if device.type == "cpu" and not Path("/proc/self/clear_refs").exists():
         return {"skipped": "peak resident memory needs Linux /proc (VmHWM)"}
     full, truncated = peak_bytes(w, device, w.long_len), peak_bytes(w, device, w.window)

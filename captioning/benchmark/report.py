@@ -10,8 +10,8 @@ def _fmt(rate: dict) -> str:
 def summary(report: dict) -> str:
     """The headline figures as text lines (median [slowest–fastest repeat])."""
     m = report["machine"]
-    lines = [f"workload {report['workload']} on {m['cpu']} ({m['threads']} threads), {m['device']}, "
-             f"torch {m['torch']}, {report['clock']} clock",
+    lines = [f"workload {report['workload']}, decoder {report.get('decoder', 'lstm')} on {m['cpu']} "
+             f"({m['threads']} threads), {m['device']}, torch {m['torch']}, {report['clock']} clock",
              f"sustained matmul rate: {report['matmul']['flops_per_s'] / 1e9:,.1f} GFLOP/s"]
     if "train" in report:
         t = report["train"]
@@ -23,8 +23,12 @@ def summary(report: dict) -> str:
     if "decode" in report:
         d = report["decode"]
         lines += [f"{name}: {_fmt(r['captions_per_s'])} captions/s" for name, r in d["variants"].items()]
-        lines.append("speedup over baseline: " + ", ".join(f"{k} {v:.1f}x" for k, v in d["speedup_over_baseline"].items()))
-        lines.append(f"same captions as baseline: {d['same_captions_as_baseline']}")
+        if "baseline_skipped" in d:
+            lines.append(f"baseline: skipped: {d['baseline_skipped']}")
+        else:
+            lines.append("speedup over baseline: " + ", ".join(f"{k} {v:.1f}x"
+                                                              for k, v in d["speedup_over_baseline"].items()))
+            lines.append(f"same captions as baseline: {d['same_captions_as_baseline']}")
     if "memory" in report:
         r = report["memory"]
         lines.append(r.get("skipped") or f"peak memory, {r['sequence_length']} tokens × {r['batch']}: full BPTT "
@@ -114,6 +118,7 @@ def markdown(report: dict) -> str:
                          " / ".join(f"{x * 1e3:.1f}" for x in r["cpu_seconds_per_image"].values())))
             rows.append(("encoder's share of that CPU work (ceiling of caption ÷ encoder at equal core efficiency)",
                          f"{r['encoder_share_of_cpu']:.2f}"))
-    head = (f"Workload `{report['workload']}` on {m['cpu']}, {m['threads']} thread(s), {m['device']}"
+    head = (f"Workload `{report['workload']}`, decoder `{report.get('decoder', 'lstm')}` on {m['cpu']}, "
+            f"{m['threads']} thread(s), {m['device']}"
             f"{', ' + m['gpu'] if 'gpu' in m else ''}, torch {m['torch']}, {report['clock']} clock.\n\n")
     return head + "| figure | value |\n| --- | --- |\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)

@@ -7,20 +7,21 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 from captioning.benchmark.timing import gemm_flops, measure
 from captioning.benchmark.workload import Workload, build_decoder, train_step_flops, training_batch
 from captioning.models.decoding import PAD
-from captioning.models.decoder import RNNDecoder
 
 
-def _adam(dec: RNNDecoder, kind: str) -> torch.optim.Optimizer:
+def _adam(dec: nn.Module, kind: str) -> torch.optim.Optimizer:
     options = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}[kind]
     return torch.optim.Adam(dec.parameters(), lr=1e-4, **options)
 
 
-def train_step_fn(dec: RNNDecoder, opt: torch.optim.Optimizer, v: torch.Tensor, tokens: torch.Tensor,
+def train_step_fn(dec: nn.Module, opt: torch.optim.Optimizer, v: torch.Tensor, tokens: torch.Tensor,
                   precompute_image_term: bool = True, autocast: torch.dtype | None = None) -> Callable[[], None]:
     """One step as the training module runs it: teacher-forced logits, cross-entropy over all positions
     ignoring ``<PAD>``, ``zero_grad``, backward, optimizer step."""
@@ -43,8 +44,9 @@ def train_variants(w: Workload, device: torch.device) -> dict[str, Callable[[], 
     """The codebase's training step and the same step without one lever each (same weights and batch)."""
     v, tokens = training_batch(w, device)
     variants = {}
-    for name, adam, precompute in (("ours", "fused", True), ("concat [x; v] fused nn.LSTM", "fused", False),
-                                   ("foreach Adam", "foreach", True), ("for-loop Adam", "for-loop", True)):
+    levers = (("ours", "fused", True), ("concat [x; v] fused nn.LSTM", "fused", False),
+              ("foreach Adam", "foreach", True), ("for-loop Adam", "for-loop", True))
+    for name, adam, precompute in levers if w.decoder == "lstm" else levers[:1]:  # the levers are the LSTM's
         dec = build_decoder(w, device)
         variants[name] = train_step_fn(dec, _adam(dec, adam), v, tokens, precompute)
     if device.type == "cuda":
@@ -95,6 +97,18 @@ def step_gemms(step: Callable[[], None], device: torch.device) -> tuple[Callable
     return run, flops
 
 
+def counted_step_flops(w: Workload, device: torch.device) -> float:
+    """FLOPs of one training step's forward and backward as ``torch.utils.flop_counter`` counts them (matrix
+    products, attention, convolutions): the work measure of decoders other than the LSTM, whose GEMMs
+    :func:`train_step_flops` counts by hand."""
+    dec = build_decoder(w, device)
+    v, tokens = training_batch(w, device)
+    with FlopCounterMode(display=False) as counter:
+        logits = dec(v, tokens[:, :-1])  # (B, T, V)
+        F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten(), ignore_index=PAD).backward()
+    return float(counter.get_total_flops())
+
+
 def _adam_alone(w: Workload, device: torch.device) -> Callable[[], None]:
     """The optimizer step alone, on the gradients of one training step."""
     v, tokens = training_batch(w, device)
@@ -140,12 +154,15 @@ def bench_training(w: Workload, device: torch.device, matmul: dict, warmup: int,
     The best-shape GEMM rate is measured twice: first (``matmul``, from :func:`matmul_rate`) and as
     reference GEMMs timed interleaved with the steps (robust to the machine's speed drifting). The headline
     ``fraction_of_matmul_rate`` is against the higher of the two; both single fractions are kept too."""
-    tokens, flops = w.batch_size * w.steps, train_step_flops(w)
+    lstm = w.decoder == "lstm"
+    tokens, flops = w.batch_size * w.steps, train_step_flops(w) if lstm else counted_step_flops(w, device)
     reference, reference_flops = _reference_gemms(matmul, flops, device)
     variants = train_variants(w, device)
-    gemms, gemm_work = step_gemms(variants["ours"], device)
-    parts = {"the step's GEMMs alone": gemms, "Adam step alone": _adam_alone(w, device),
-             "cross-entropy alone": _cross_entropy_alone(w, device)}
+    parts, gemm_work = {}, flops
+    if lstm:
+        gemms, gemm_work = step_gemms(variants["ours"], device)
+        parts = {"the step's GEMMs alone": gemms, "Adam step alone": _adam_alone(w, device),
+                 "cross-entropy alone": _cross_entropy_alone(w, device)}
     if gemm_work != flops:  # e.g. cuDNN's fused LSTM runs its GEMMs inside one kernel, out of sight
         parts = {}
     timings = measure({**variants, "reference GEMMs": reference, **parts}, device, warmup, repeats, clock)
@@ -167,7 +184,9 @@ def bench_training(w: Workload, device: torch.device, matmul: dict, warmup: int,
         row["ours_speedup"] = ours["tokens_per_s"]["median"] / row["tokens_per_s"]["median"]
     out["breakdown"] = (_breakdown(flops, flops / ours["gemm_flops_per_s"], parts, peak) if parts else
                         {"skipped": f"the step's recorded GEMMs ({gemm_work:.4g} FLOPs) are not all of its "
-                                    f"{flops:.4g} GEMM FLOPs (fused kernels)"})
+                                    f"{flops:.4g} GEMM FLOPs (fused kernels)"} if lstm else
+                        {"skipped": f"the breakdown and the levers are the LSTM's; {w.decoder}'s FLOPs are those "
+                                    "torch.utils.flop_counter counts (products, attention, convolutions)"})
     return out
 
 

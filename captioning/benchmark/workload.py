@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+from torch import nn
 
 from captioning.benchmark.timing import gemm_flops
 from captioning.models.decoding import END
-from captioning.models.decoder import RNNDecoder
+from captioning.models.decoder import DECODERS, RNNDecoder
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class Workload:
         long_batch: Batch of that measurement.
         window: Truncated-BPTT window.
         matmul_seconds: Seconds of back-to-back GEMMs per shape for the sustained matmul rate.
+        decoder: ``lstm`` (the codebase's one-layer every-step-injection LSTM, with every lever measured) or a
+            registered block decoder (``rwkv``, ``mamba``, ``transformer``): one block of width ``hidden_dim``.
     """
 
     vocab_size: int = 10_000
@@ -45,6 +48,7 @@ class Workload:
     long_batch: int = 8
     window: int = 32
     matmul_seconds: float = 2.0
+    decoder: str = "lstm"
 
     @property
     def steps(self) -> int:
@@ -61,6 +65,9 @@ WORKLOADS = {
                      decode_images=5, baseline_beam_images=2, beam_size=2, long_len=12, long_batch=2, window=4,
                      matmul_seconds=0.02),
 }
+
+
+DECODER_CHOICES = ("lstm", "rwkv", "mamba", "transformer")
 
 
 def train_step_flops(w: Workload) -> float:
@@ -93,12 +100,23 @@ def workload_gemm_shapes(w: Workload) -> list[tuple[int, int, int]]:
     return [(n, h, v), (n, v, h), (h, n, v), (n, w.embed_dim, g)]
 
 
-def build_decoder(w: Workload, device: torch.device, seed: int = 0) -> RNNDecoder:
-    """The workload's decoder (one LSTM layer, every-step injection), with ``<END>`` unreachable so that every
-    decoded caption has exactly ``words`` words and the decoding work is fixed."""
+def make_decoder(w: Workload, vocab_size: int, feature_dim: int) -> nn.Module:
+    """The workload's decoder: one LSTM layer with every-step injection, or one block of the registered
+    ``w.decoder`` of width ``hidden_dim``."""
+    if w.decoder == "lstm":
+        return RNNDecoder(vocab_size, feature_dim, embed_dim=w.embed_dim, hidden_dim=w.hidden_dim, cell="lstm",
+                          num_layers=1, injection="every_step")
+    if w.decoder not in DECODER_CHOICES:
+        raise ValueError(f"unknown benchmark decoder {w.decoder!r}; choose one of {', '.join(DECODER_CHOICES)}")
+    return DECODERS.build(dict(name=w.decoder, vocab_size=vocab_size, feature_dim=feature_dim, d_model=w.hidden_dim,
+                               num_layers=1))
+
+
+def build_decoder(w: Workload, device: torch.device, seed: int = 0) -> nn.Module:
+    """The workload's decoder (:func:`make_decoder`), with ``<END>`` unreachable so that every decoded caption
+    has exactly ``words`` words and the decoding work is fixed."""
     torch.manual_seed(seed)
-    dec = RNNDecoder(w.vocab_size, w.feature_dim, embed_dim=w.embed_dim, hidden_dim=w.hidden_dim, cell="lstm",
-                     num_layers=1, injection="every_step").to(device)
+    dec = make_decoder(w, w.vocab_size, w.feature_dim).to(device)
     with torch.no_grad():
         dec.out.bias[END] = -1e9  # finite: log-probabilities stay finite, <END> is never the best word
     return dec

@@ -15,7 +15,7 @@ from captioning.benchmark.memory import bench_memory
 from captioning.benchmark.report import markdown, summary
 from captioning.benchmark.timing import matmul_rate
 from captioning.benchmark.train import bench_training
-from captioning.benchmark.workload import WORKLOADS, workload_gemm_shapes
+from captioning.benchmark.workload import DECODER_CHOICES, WORKLOADS, workload_gemm_shapes
 from captioning.core.io import write_json_atomic
 from captioning.core.runtime import keep_freed_memory
 
@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="captioning benchmark", description=__doc__)
     p.add_argument("--workload", choices=sorted(WORKLOADS), default="matched",
                    help="matched: vocabulary 10k, embedding/hidden 512, 2048-d feature, batch 64, 16 words")
+    p.add_argument("--decoder", choices=DECODER_CHOICES, default="lstm",
+                   help="lstm: the codebase's decoder with every lever; rwkv, mamba, transformer: one block of "
+                        "the workload's hidden width (LSTM-only levers, breakdown, baseline, BPTT memory skipped)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
     p.add_argument("--json", type=Path, help="also write every figure (all repeats) to this JSON file")
     p.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's, i.e. OMP_NUM_THREADS)")
@@ -67,10 +70,10 @@ def run(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("captioning benchmark: --device cuda but no CUDA device is available")
-    w = WORKLOADS[args.workload]
+    w = replace(WORKLOADS[args.workload], decoder=args.decoder)
     timing = dict(warmup=args.warmup, repeats=args.repeats, clock=args.clock)
-    report = {"workload": args.workload, "sizes": w.to_dict(), "machine": machine(device), "clock": args.clock,
-              "keep_freed_memory": tuned}
+    report = {"workload": args.workload, "decoder": args.decoder, "sizes": w.to_dict(), "machine": machine(device),
+              "clock": args.clock, "keep_freed_memory": tuned}
     rate = matmul_rate(workload_gemm_shapes(w), device, seconds=w.matmul_seconds, repeats=args.repeats,
                        clock=args.clock)
     report["matmul"] = rate

@@ -211,7 +211,17 @@ def _step_live(decoder: StepDecoder, tokens: Tensor, state: dict[str, Tensor],
     out = logp.new_full((done.size(0), logp.size(1)), float("-inf"))  # (N, V)
     out[:, PAD] = 0.0
     out[live] = logp
-    return out, {key: state[key].index_copy(0, live, new[key]) for key in state}
+    return out, {key: _merge_rows(state[key], live, new[key]) for key in state}
+
+
+def _merge_rows(old: Tensor, live: Tensor, new: Tensor) -> Tensor:
+    """``old`` with its rows ``live`` replaced by ``new``. An entry that grew in the step (a Transformer's
+    key/value cache) is zero-padded in the other rows: those are finished and never step again."""
+    if old.shape[1:] != new.shape[1:]:
+        grown = new.new_zeros((old.size(0), *new.shape[1:]))  # (N, ...)
+        grown[(slice(None), *(slice(0, n) for n in old.shape[1:]))] = old
+        old = grown
+    return old.index_copy(0, live, new)
 
 
 class _Beams:
