@@ -45,8 +45,10 @@ def _layer_values(path: Path):
 
 
 @requires_shared("coco-mini")
-def test_coco_config_smoke_fit_on_coco_mini(tmp_path: Path) -> None:
-    cli = cli_main(["fit", "--config", str(REPO / "configs/coco.yaml"),
+@pytest.mark.parametrize("layer", [None, "configs/decoders/updown.yaml"])
+def test_coco_config_smoke_fit_on_coco_mini(layer: str | None, tmp_path: Path) -> None:
+    configs = ["--config", str(REPO / "configs/coco.yaml")] + (["--config", str(REPO / layer)] if layer else [])
+    cli = cli_main(["fit", *configs,
                     f"--data.init_args.root={SHARED / 'coco-mini'}", "--data.init_args.batch_size=2",
                     "--data.init_args.eval_batch_size=2", "--data.init_args.num_workers=0",
                     "--data.init_args.min_word_count=1", "--data.init_args.image_size=128",
@@ -54,3 +56,5 @@ def test_coco_config_smoke_fit_on_coco_mini(tmp_path: Path) -> None:
     assert torch.isfinite(cli.trainer.logged_metrics["train/loss"])
     assert cli.model.captioner.encoder.out_dim == 1280
     assert not any(p.requires_grad for p in cli.model.captioner.encoder.parameters())
+    if layer:  # EfficientNet-Lite0's last feature map: 4×4 regions of 1280 channels at 128 px (7×7 at 224 px)
+        assert cli.model.captioner.decoder.feature_dim == 1280
