@@ -154,3 +154,17 @@ def test_attention_maps_are_the_weights_decoding_used(name: str) -> None:
         assert len(maps[b]) == words
         for t in range(words):
             torch.testing.assert_close(torch.tensor(maps[b][t]), seen[t][b])
+
+
+def test_benchmark_measures_the_attention_decoder_over_a_grid(tmp_path) -> None:
+    import json
+
+    from captioning.cli.benchmark import main as benchmark_main
+
+    out = tmp_path / "bench.json"
+    benchmark_main(["--workload", "tiny", "--decoder", "updown", "--device", "cpu", "--repeats", "1", "--warmup", "0",
+                    "--skip", "end-to-end", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert report["decoder"] == "updown" and report["sizes"]["regions"] == 4
+    assert report["train"]["flops_per_step"] > 0 and report["train"]["train_tokens_per_s"]["median"] > 0
+    assert report["decode"]["greedy_captions_per_s"]["median"] > 0 and "skipped" in report["memory"]

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captioning.benchmark.timing import measure
-from captioning.benchmark.workload import Workload, build_decoder
+from captioning.benchmark.workload import Workload, build_decoder, image_features
 from captioning.models.decoding import END, PAD, START, beam_search, greedy
 from captioning.models.decoder import RNNDecoder  # the baseline copies its LSTM
 
@@ -76,7 +76,7 @@ def decode_variants(w: Workload, device: torch.device) -> tuple[dict, dict, dict
     """Callables for every decoding measurement, their image counts, and whether the outputs agree."""
     dec = build_decoder(w, device).eval()
     gen = torch.Generator().manual_seed(2)
-    v = torch.randn(w.decode_images, w.feature_dim, generator=gen).to(device)
+    v = image_features(w, w.decode_images, gen).to(device)
     vb = v[: w.baseline_beam_images]
     fns = {
         "greedy": lambda: greedy(dec, v, w.words),

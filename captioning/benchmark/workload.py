@@ -31,8 +31,11 @@ class Workload:
         long_batch: Batch of that measurement.
         window: Truncated-BPTT window.
         matmul_seconds: Seconds of back-to-back GEMMs per shape for the sustained matmul rate.
-        decoder: ``lstm`` (the codebase's one-layer every-step-injection LSTM, with every lever measured) or a
-            registered block decoder (``rwkv``, ``mamba``, ``transformer``): one block of width ``hidden_dim``.
+        decoder: ``lstm`` (the codebase's one-layer every-step-injection LSTM, with every lever measured), a
+            registered block decoder (``rwkv``, ``mamba``, ``transformer``: one block of width ``hidden_dim``) or
+            an attention decoder (``show_attend_tell``, ``att2in``, ``updown``: LSTMs of width ``hidden_dim``,
+            attention width ``hidden_dim``) over ``regions`` region features of width ``feature_dim``.
+        regions: Regions of the grid an attention decoder reads (49: a 7×7 feature map).
     """
 
     vocab_size: int = 10_000
@@ -49,6 +52,12 @@ class Workload:
     window: int = 32
     matmul_seconds: float = 2.0
     decoder: str = "lstm"
+    regions: int = 49
+
+    @property
+    def attends(self) -> bool:
+        """Whether the decoder reads a region grid (B, regions, D) instead of a pooled feature (B, D)."""
+        return self.decoder in ATTENTION_DECODERS
 
     @property
     def steps(self) -> int:
@@ -63,11 +72,18 @@ WORKLOADS = {
     "matched": Workload(),
     "tiny": Workload(vocab_size=50, embed_dim=8, hidden_dim=8, feature_dim=12, batch_size=4, words=3,
                      decode_images=5, baseline_beam_images=2, beam_size=2, long_len=12, long_batch=2, window=4,
-                     matmul_seconds=0.02),
+                     matmul_seconds=0.02, regions=4),
 }
 
 
-DECODER_CHOICES = ("lstm", "rwkv", "mamba", "transformer")
+ATTENTION_DECODERS = ("show_attend_tell", "att2in", "updown")
+DECODER_CHOICES = ("lstm", "rwkv", "mamba", "transformer", *ATTENTION_DECODERS)
+
+
+def image_features(w: Workload, batch: int, gen: torch.Generator) -> torch.Tensor:
+    """Random image features of the workload: pooled (B, D), or a region grid (B, regions, D) for attention."""
+    shape = (batch, w.regions, w.feature_dim) if w.attends else (batch, w.feature_dim)
+    return torch.randn(*shape, generator=gen)
 
 
 def train_step_flops(w: Workload) -> float:
@@ -108,6 +124,9 @@ def make_decoder(w: Workload, vocab_size: int, feature_dim: int) -> nn.Module:
                           num_layers=1, injection="every_step")
     if w.decoder not in DECODER_CHOICES:
         raise ValueError(f"unknown benchmark decoder {w.decoder!r}; choose one of {', '.join(DECODER_CHOICES)}")
+    if w.attends:
+        return DECODERS.build(dict(name=w.decoder, vocab_size=vocab_size, feature_dim=feature_dim,
+                                   embed_dim=w.embed_dim, hidden_dim=w.hidden_dim, attention_dim=w.hidden_dim))
     return DECODERS.build(dict(name=w.decoder, vocab_size=vocab_size, feature_dim=feature_dim, d_model=w.hidden_dim,
                                num_layers=1))
 
@@ -123,9 +142,10 @@ def build_decoder(w: Workload, device: torch.device, seed: int = 0) -> nn.Module
 
 
 def training_batch(w: Workload, device: torch.device, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random features (B, D) and token sequences ``<START> w_1 … w_n <END>`` (B, n + 2)."""
+    """Random features (B, D) (or grids (B, regions, D)) and token sequences ``<START> w_1 … w_n <END>``
+    (B, n + 2)."""
     gen = torch.Generator().manual_seed(seed)
-    v = torch.randn(w.batch_size, w.feature_dim, generator=gen)
+    v = image_features(w, w.batch_size, gen)
     tokens = torch.randint(4, w.vocab_size, (w.batch_size, w.words + 2), generator=gen)
     tokens[:, 0], tokens[:, -1] = 1, END
     return v.to(device), tokens.to(device)

@@ -28,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="matched: vocabulary 10k, embedding/hidden 512, 2048-d feature, batch 64, 16 words")
     p.add_argument("--decoder", choices=DECODER_CHOICES, default="lstm",
                    help="lstm: the codebase's decoder with every lever; rwkv, mamba, transformer: one block of "
-                        "the workload's hidden width (LSTM-only levers, breakdown, baseline, BPTT memory skipped)")
+                        "the workload's hidden width; show_attend_tell, att2in, updown: attention over a 7×7 grid of "
+                        "feature-width regions (LSTM-only levers, breakdown, baseline, BPTT memory skipped)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
     p.add_argument("--json", type=Path, help="also write every figure (all repeats) to this JSON file")
     p.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's, i.e. OMP_NUM_THREADS)")
