@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from captioning.data.results import InputError, read_caption_rows, read_instances
+from captioning.data.coco import read_instances
+from captioning.data.results import InputError, read_caption_rows
 from captioning.evaluation.evaluate import CHAIR_MODES, write_outputs
 from captioning.evaluation.gallery import gallery_items, render_gallery
 from captioning.metrics.chair import table_for

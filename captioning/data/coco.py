@@ -6,7 +6,6 @@ with the file (and field) it comes from.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from captioning.data.features import SplitFeatures
+from captioning.data.formats import FormatError, load_json, require_field
 from captioning.data.images import load_image
 from captioning.data.vocab import Vocabulary
+from captioning.metrics.chair import instance_categories
 
 
 @dataclass(frozen=True)
@@ -27,15 +28,6 @@ class CaptionedImage:
     image_id: int
     path: Path
     captions: tuple[str, ...]
-
-
-def _require(record: dict, field: str, kind: type | tuple, where: str, source: Path):
-    if field not in record:
-        raise ValueError(f"{source}: {where} has no field {field!r}")
-    if not isinstance(record[field], kind):
-        raise ValueError(f"{source}: {where} field {field!r} must be {getattr(kind, '__name__', kind)}, "
-                         f"got {type(record[field]).__name__}")
-    return record[field]
 
 
 def read_caption_file(annotation_file: str | Path, image_dir: str | Path) -> list[CaptionedImage]:
@@ -49,43 +41,53 @@ def read_caption_file(annotation_file: str | Path, image_dir: str | Path) -> lis
         The images that have at least one caption, ordered by image id.
     """
     path, image_dir = Path(annotation_file), Path(image_dir)
-    if not path.is_file():
-        raise FileNotFoundError(f"caption annotation file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    data = load_json(path, "caption annotation")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object with 'images' and 'annotations'")
-    images = _require(data, "images", list, "the file", path)
-    annotations = _require(data, "annotations", list, "the file", path)
+    images = require_field(data, "images", list, "the file", path)
+    annotations = require_field(data, "annotations", list, "the file", path)
     files: dict[int, str] = {}
     for i, img in enumerate(images):
-        image_id = _require(img, "id", int, f"images[{i}]", path)
-        files[image_id] = _require(img, "file_name", str, f"images[{i}]", path)
+        image_id = require_field(img, "id", int, f"images[{i}]", path)
+        files[image_id] = require_field(img, "file_name", str, f"images[{i}]", path)
     captions: dict[int, list[str]] = {}
     for i, ann in enumerate(annotations):
-        image_id = _require(ann, "image_id", int, f"annotations[{i}]", path)
-        text = _require(ann, "caption", str, f"annotations[{i}]", path)
+        image_id = require_field(ann, "image_id", int, f"annotations[{i}]", path)
+        text = require_field(ann, "caption", str, f"annotations[{i}]", path)
         if image_id not in files:
             raise ValueError(f"{path}: annotations[{i}] refers to image_id {image_id}, which is not in 'images'")
         captions.setdefault(image_id, []).append(text)
     return [CaptionedImage(i, image_dir / files[i], tuple(captions[i])) for i in sorted(captions)]
 
 
+def read_instances(path: str | Path) -> dict:
+    """Reads an official COCO ``instances_*.json`` file and checks the fields CHAIR uses."""
+    path = Path(path)
+    data = load_json(path, "instances")
+    if not isinstance(data, dict):
+        raise FormatError(f"{path}: expected a JSON object with 'categories' and 'annotations'")
+    for key in ("categories", "annotations"):
+        if not isinstance(data.get(key), list):
+            raise FormatError(f"{path}: the file has no {key!r} list")
+    names = {}
+    for i, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or not isinstance(cat.get("name"), str):
+            raise FormatError(f"{path}: categories[{i}] needs an integer 'id' and a string 'name'")
+        names[cat["id"]] = cat["name"]
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict) or not isinstance(ann.get("image_id"), int):
+            raise FormatError(f"{path}: annotations[{i}] needs an integer 'image_id'")
+        if ann.get("category_id") not in names:
+            raise FormatError(f"{path}: annotations[{i}] has category_id {ann.get('category_id')!r}, "
+                             f"which is not in 'categories'")
+    return data
+
+
 def read_instance_categories(path: str | Path) -> dict[int, list[str]]:
     """Image id -> object category names of an official ``instances_*.json`` file (for CHAIR)."""
-    from captioning.metrics.chair import instance_categories
+    return instance_categories(read_instances(path))
 
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    try:
-        return instance_categories(data)
-    except (ValueError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path}: {err}") from err
+
 class CaptionDataset(Dataset):
     """One item per image: the image, its id, its reference captions and (for training) their token ids.
 

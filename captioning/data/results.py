@@ -6,15 +6,15 @@ problem, raised before any output is written.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from captioning.data.coco import read_caption_file
+from captioning.data.formats import FormatError, load_json, read_json_lines
 
 
-class InputError(ValueError):
+class InputError(FormatError):
     """A malformed or inconsistent input file."""
 
 
@@ -27,15 +27,6 @@ class ResultRow:
     file_name: str | None = None
     score: float | None = None
     attention: list[list[float]] | None = None  # per word, the region weights of an attention decoder
-
-
-def _load_json(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not valid JSON ({err})") from err
 
 
 def _check_row(path: Path, where: str, row: Any, extra: bool) -> ResultRow:
@@ -83,7 +74,7 @@ def read_results(path: str | Path) -> list[ResultRow]:
     attention decoder), which the gallery draws.
     """
     path = Path(path)
-    data = _load_json(path, "results")
+    data = load_json(path, "results", InputError)
     if not isinstance(data, list):
         raise InputError(f"{path}: a COCO results file must be a JSON list of {{'image_id', 'caption'}} objects, "
                          f"got a JSON {type(data).__name__}")
@@ -97,22 +88,13 @@ def read_caption_rows(path: str | Path) -> list[ResultRow]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"captions file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise InputError(f"{path}: not UTF-8 text ({err})") from err
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        data = _load_json(path, "captions")
+    with path.open("rb") as f:
+        is_list = f.read(4096).lstrip().startswith(b"[")
+    if is_list:
+        data = load_json(path, "captions", InputError)
         return _unique(path, [_check_row(path, f"entry {i}", row, extra=True) for i, row in enumerate(data)])
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}: line {number} is not valid JSON ({err})") from err
+    for number, row in read_json_lines(path, error=InputError):
         if isinstance(row, dict) and row.get("image_id", 0) is None and isinstance(row.get("file_name"), str):
             row = {**row, "image_id": number}  # a folder or list captioned: no COCO id; the line number stands in
         rows.append(_check_row(path, f"line {number}", row, extra=True))
@@ -143,26 +125,3 @@ def check_known_ids(results: list[ResultRow], annotations: Annotations, results_
         shown = ", ".join(map(str, unknown[:5])) + (" …" if len(unknown) > 5 else "")
         raise InputError(f"{results_path}: {len(unknown)} image_id(s) have no reference captions in "
                          f"{annotations.path}: {shown}")
-
-
-def read_instances(path: str | Path) -> dict:
-    """Reads an official COCO ``instances_*.json`` file and checks the fields CHAIR uses."""
-    path = Path(path)
-    data = _load_json(path, "instances")
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object with 'categories' and 'annotations'")
-    for key in ("categories", "annotations"):
-        if not isinstance(data.get(key), list):
-            raise InputError(f"{path}: the file has no {key!r} list")
-    names = {}
-    for i, cat in enumerate(data["categories"]):
-        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or not isinstance(cat.get("name"), str):
-            raise InputError(f"{path}: categories[{i}] needs an integer 'id' and a string 'name'")
-        names[cat["id"]] = cat["name"]
-    for i, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict) or not isinstance(ann.get("image_id"), int):
-            raise InputError(f"{path}: annotations[{i}] needs an integer 'image_id'")
-        if ann.get("category_id") not in names:
-            raise InputError(f"{path}: annotations[{i}] has category_id {ann.get('category_id')!r}, "
-                             f"which is not in 'categories'")
-    return data

@@ -6,38 +6,15 @@ Only the fields this codebase uses are checked; other fields are kept as they ar
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from captioning.core.io import write_json_atomic
+from captioning.data.formats import FormatError, load_json, require_field
 
 
-class VQAFileError(ValueError):
+class VQAFileError(FormatError):
     """A VQA file is missing, is not valid JSON, or has a missing or wrongly typed field."""
-
-
-def _load(path: str | Path, what: str) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise VQAFileError(f"{path}: not valid JSON ({err})") from err
-
-
-def _field(record: Any, field: str, kind: type | tuple, where: str, path: Path) -> Any:
-    if not isinstance(record, dict):
-        raise VQAFileError(f"{path}: {where} must be a JSON object, got {type(record).__name__}")
-    if field not in record:
-        raise VQAFileError(f"{path}: {where} has no field {field!r}")
-    value = record[field]
-    if not isinstance(value, kind) or isinstance(value, bool):
-        name = getattr(kind, "__name__", None) or " or ".join(k.__name__ for k in kind)
-        raise VQAFileError(f"{path}: {where} field {field!r} must be {name}, got {type(value).__name__} "
-                           f"({value!r:.60})")
-    return value
 
 
 def _no_duplicates(ids: Iterable[int], what: str, path: Path) -> None:
@@ -52,12 +29,12 @@ def read_questions(path: str | Path) -> list[dict]:
     """The ``questions`` of a VQA v2 questions file, each with int ``question_id``/``image_id`` and a string
     ``question``, in file order."""
     path = Path(path)
-    data = _load(path, "VQA questions")
-    questions = _field(data, "questions", list, "the file", path)
+    data = load_json(path, "VQA questions", VQAFileError)
+    questions = require_field(data, "questions", list, "the file", path, VQAFileError)
     for i, q in enumerate(questions):
-        _field(q, "question_id", int, f"questions[{i}]", path)
-        _field(q, "image_id", int, f"questions[{i}]", path)
-        _field(q, "question", str, f"questions[{i}]", path)
+        require_field(q, "question_id", int, f"questions[{i}]", path, VQAFileError)
+        require_field(q, "image_id", int, f"questions[{i}]", path, VQAFileError)
+        require_field(q, "question", str, f"questions[{i}]", path, VQAFileError)
     _no_duplicates((q["question_id"] for q in questions), "'questions'", path)
     return questions
 
@@ -66,19 +43,19 @@ def read_annotations(path: str | Path) -> list[dict]:
     """The ``annotations`` of a VQA v2 annotations file, with every field the metric uses checked, in file
     order (the order in which the official tool scores and sums)."""
     path = Path(path)
-    data = _load(path, "VQA annotations")
-    annotations = _field(data, "annotations", list, "the file", path)
+    data = load_json(path, "VQA annotations", VQAFileError)
+    annotations = require_field(data, "annotations", list, "the file", path, VQAFileError)
     for i, ann in enumerate(annotations):
         where = f"annotations[{i}]"
         for name in ("question_id", "image_id"):
-            _field(ann, name, int, where, path)
+            require_field(ann, name, int, where, path, VQAFileError)
         for name in ("answer_type", "question_type"):
-            _field(ann, name, str, where, path)
-        answers = _field(ann, "answers", list, where, path)
+            require_field(ann, name, str, where, path, VQAFileError)
+        answers = require_field(ann, "answers", list, where, path, VQAFileError)
         if not answers:
             raise VQAFileError(f"{path}: {where} field 'answers' is empty")
         for j, a in enumerate(answers):
-            _field(a, "answer", str, f"{where}.answers[{j}]", path)
+            require_field(a, "answer", str, f"{where}.answers[{j}]", path, VQAFileError)
     _no_duplicates((a["question_id"] for a in annotations), "'annotations'", path)
     return annotations
 
@@ -107,14 +84,14 @@ def read_results(path: str | Path, question_ids: Iterable[int]) -> dict[int, str
         VQAFileError: naming the entry for a bad entry, a duplicate, a missing or an unknown question id.
     """
     path = Path(path)
-    data = _load(path, "VQA results")
+    data = load_json(path, "VQA results", VQAFileError)
     if not isinstance(data, list):
         raise VQAFileError(f"{path}: results must be a JSON array of {{\"question_id\", \"answer\"}} objects, "
                            f"got {type(data).__name__}")
     answers: dict[int, str] = {}
     for i, r in enumerate(data):
-        qid = _field(r, "question_id", int, f"results[{i}]", path)
-        answer = _field(r, "answer", str, f"results[{i}]", path)
+        qid = require_field(r, "question_id", int, f"results[{i}]", path, VQAFileError)
+        answer = require_field(r, "answer", str, f"results[{i}]", path, VQAFileError)
         if qid in answers:
             raise VQAFileError(f"{path}: results[{i}] answers question_id {qid} a second time")
         answers[qid] = answer

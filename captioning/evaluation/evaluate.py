@@ -18,16 +18,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from captioning.data.results import (
-    InputError,
-    ResultRow,
-    check_known_ids,
-    read_annotations,
-    read_instances,
-    read_results,
-)
-from captioning.evaluation.toolkit import BACKENDS, METRIC_NAMES, CaptionScores, score_captions
 from captioning.core.io import atomic_path, write_text_atomic
+from captioning.data.coco import read_instances
+from captioning.data.results import InputError, ResultRow, check_known_ids, read_annotations, read_results
+from captioning.evaluation.toolkit import BACKENDS, METRIC_NAMES, CaptionScores, score_captions
 from captioning.evaluation.chair import ChairScores, chair_scores, mention_dicts
 from captioning.evaluation.gallery import GalleryItem, render_gallery
 from captioning.evaluation.report import render_report

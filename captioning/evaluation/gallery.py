@@ -22,7 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from captioning.data.results import InputError, ResultRow, read_annotations, read_instances
+from captioning.data.coco import read_instances
+from captioning.data.results import InputError, ResultRow, read_annotations
 from captioning.evaluation.chair import chair_scores, mention_dicts
 
 _STYLE = """body{font-family:sans-serif;margin:1.5em;background:#fafafa}

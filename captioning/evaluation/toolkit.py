@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from captioning.metrics import cider_d, corpus_bleu, rouge_l, tokenize
+from captioning.metrics.caption_metrics import caption_scores
 from captioning.core.registry import Registry
 
 BACKENDS = ("auto", "pycocoevalcap", "python")
@@ -101,25 +101,11 @@ def java_available() -> bool:
 
 @SCORERS.register("python")
 def _score_python(references: Mapping[int, Sequence[str]], predictions: Mapping[int, str]) -> CaptionScores:
-    ids = sorted(references)
-    gts = {i: [" ".join(tokenize(ref)) for ref in references[i]] for i in ids}
-    res = {i: " ".join(tokenize(predictions[i])) for i in ids}
-    scores = _score_tokenized("python", gts, res)
+    corpus, per_image, ids = caption_scores(references, predictions)  # the metrics training logs, per image too
+    scores = CaptionScores("python")
+    for name, value in corpus.items():
+        scores.add(name, value, per_image[name], ids)
     scores.notes.append("python backend: METEOR and SPICE (Java) not computed")
-    return scores
-
-
-def _score_tokenized(backend: str, gts: Mapping[int, Sequence[str]], res: Mapping[int, str]) -> CaptionScores:
-    """BLEU, ROUGE-L and CIDEr-D of tokenized captions with the Java-free implementations."""
-    ids = list(gts)
-    scores = CaptionScores(backend)
-    bleu, bleu_images = corpus_bleu(gts, res, n=4)
-    for k, name in enumerate(BLEU):
-        scores.add(name, bleu[k], bleu_images[k], ids)
-    rouge, rouge_images = rouge_l(gts, res)
-    scores.add("ROUGE_L", rouge, rouge_images, ids)
-    cider, cider_images = cider_d(gts, res)
-    scores.add("CIDEr", cider, cider_images, ids)
     return scores
 
 

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
+from captioning.data.formats import read_json_lines
 from captioning.data.images import ImageRef, discover_images
 from captioning.core.io import atomic_path, write_json_atomic
 
@@ -46,23 +47,13 @@ def journal_dir(output: Path) -> Path:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSON-lines file; a final line cut off by a killed writer (no newline) is ignored.
+    """Rows of a JSON-lines output or journal; a final line cut off by a killed writer (no newline) is ignored.
 
     Raises:
-        ValueError: naming the file and line, for a complete line that is not a JSON object.
+        ValueError: naming the file and line, for a complete line that is not a JSON object with a ``file_name``.
     """
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    if not text.endswith("\n"):
-        lines = lines[:-1]  # the last line was being written when the run stopped
     rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: line {number} is not valid JSON ({err})") from err
+    for number, row in read_json_lines(path, partial_last_line=True, error=ValueError):
         if not isinstance(row, dict) or "file_name" not in row:
             raise ValueError(f"{path}: line {number} is not an object with a 'file_name'")
         rows.append(row)

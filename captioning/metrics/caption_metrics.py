@@ -35,17 +35,26 @@ def compute_caption_metrics(
             message names the offending image id.
         TypeError: If a prediction is not a string.
     """
+    return caption_scores(references, predictions)[0]
+
+
+def caption_scores(references: Mapping[int, Sequence[str]], predictions: Mapping[int, str]
+                   ) -> tuple[dict[str, float], dict[str, list[float]], list[int]]:
+    """:func:`compute_caption_metrics` with each image's values too: corpus values, metric name -> per-image
+    values (in the order of the returned ids), and the ids (sorted). Used by training and by the Java-free
+    backend of ``captioning evaluate``."""
     check_same_ids(references, predictions)
     ids = _ordered_ids(references)
     gts = {key: [" ".join(tokenize(ref)) for ref in references[key]] for key in ids}
     res = {key: " ".join(tokenize(predictions[key])) for key in ids}
-    bleu, _ = corpus_bleu(gts, res, n=4)
-    rouge, _ = rouge_l(gts, res)
-    cider, _ = cider_d(gts, res)
-    metrics = {f"Bleu_{k + 1}": float(score) for k, score in enumerate(bleu)}
-    metrics["ROUGE_L"] = float(rouge)
-    metrics["CIDEr"] = float(cider)
-    return metrics
+    bleu, bleu_images = corpus_bleu(gts, res, n=4)
+    rouge, rouge_images = rouge_l(gts, res)
+    cider, cider_images = cider_d(gts, res)
+    corpus = {f"Bleu_{k + 1}": float(score) for k, score in enumerate(bleu)}
+    per_image = {f"Bleu_{k + 1}": [float(x) for x in values] for k, values in enumerate(bleu_images)}
+    corpus["ROUGE_L"], per_image["ROUGE_L"] = float(rouge), [float(x) for x in rouge_images]
+    corpus["CIDEr"], per_image["CIDEr"] = float(cider), [float(x) for x in cider_images]
+    return corpus, per_image, ids
 
 
 def _ordered_ids(references: Mapping[int, Sequence[str]]) -> list[int]:
