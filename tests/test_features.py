@@ -75,6 +75,22 @@ def test_training_reads_the_cache_and_never_runs_the_encoder(cache, tmp_path: Pa
     assert "val/CIDEr" in cli.trainer.logged_metrics and cli.trainer.global_step > 0 and not calls
 
 
+def test_an_attention_decoder_trains_from_the_cached_grids(cache, tmp_path: Path) -> None:
+    folder, config = cache
+    attention = [*config, "--config", str(REPO / "configs/decoders/updown.yaml"), f"--data.init_args.features={folder}",
+                 f"--trainer.default_root_dir={tmp_path}", "--trainer.max_steps=2", "--trainer.precision=32-true",
+                 "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=1"]
+    pooled = cli_main(attention, run=False)
+    with pytest.raises(ValueError, match=r"updown decoder reads region grids .*gives \(\d+, 1280\): set "
+                                         r"data.init_args.feature_kind to grid"):
+        pooled.trainer.fit(pooled.model, pooled.datamodule)
+    cli = cli_main([*attention, "--data.init_args.feature_kind=grid"], run=False)
+    calls = []
+    cli.model.captioner.encoder.register_forward_hook(lambda *args: calls.append(1))
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert cli.trainer.global_step == 2 and not calls and cli.model.captioner.decoder.feature_dim == 1280
+
+
 def test_a_cache_of_other_weights_or_an_unfrozen_encoder_is_refused(cache) -> None:
     folder, config = cache
     with pytest.raises(ValueError, match="different encoder.*\n.*weights_sha256"):

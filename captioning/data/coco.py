@@ -101,17 +101,19 @@ class CaptionDataset(Dataset):
         max_words: Encoded captions are cut to this many words (``<END>`` is kept).
         categories: Image id -> object category names (for CHAIR); items then carry ``categories``.
         features: Cached encoder features of the split: items then carry ``features`` (D,) instead of
-            ``image``.
+            ``image``, or the region grid (N, D) with ``feature_kind="grid"`` (for attention decoders).
+        feature_kind: ``pooled`` or ``grid``.
     """
 
     def __init__(self, images: list[CaptionedImage], vocab: Vocabulary, image_size: int,
                  with_tokens: bool, max_words: int = 20,
-                 categories: Mapping[int, Sequence[str]] | None = None, features: SplitFeatures | None = None) -> None:
+                 categories: Mapping[int, Sequence[str]] | None = None, features: SplitFeatures | None = None,
+                 feature_kind: str = "pooled") -> None:
         self.images, self.vocab, self.image_size = images, vocab, image_size
         self.with_tokens, self.max_words, self.categories = with_tokens, max_words, categories
-        self.features = features
+        self.features, self.feature_kind = features, feature_kind
         if features is not None:
-            features.require([img.image_id for img in images])
+            features.require([img.image_id for img in images], feature_kind)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -126,7 +128,8 @@ class CaptionDataset(Dataset):
         img = self.images[idx]
         item = {"image_id": img.image_id, "references": list(img.captions)}
         if self.features is not None:
-            item["features"] = torch.from_numpy(self.features.pooled(img.image_id))  # (D,)
+            read = self.features.grid if self.feature_kind == "grid" else self.features.pooled
+            item["features"] = torch.from_numpy(read(img.image_id))  # (D,) pooled or (N, D) grid
         else:
             item["image"] = load_image(img.path, self.image_size)  # (3, S, S)
         if self.categories is not None:
@@ -141,7 +144,7 @@ def collate(items: list[dict]) -> dict:
     lists; training captions of all images are padded with ``<PAD>`` into one (N, T) tensor, with ``owner``
     (N,) giving each caption's image in the batch."""
     key = "features" if "features" in items[0] else "image"
-    batch = {key: torch.stack([it[key] for it in items]),  # (B, 3, S, S) images or (B, D) features
+    batch = {key: torch.stack([it[key] for it in items]),  # (B, 3, S, S) images, (B, D) or (B, N, D) features
              "image_id": torch.tensor([it["image_id"] for it in items]),
              "references": [it["references"] for it in items]}
     if "categories" in items[0]:

@@ -70,8 +70,13 @@ class SplitFeatures:
         """Spatial grid (h*w, D) as float32."""
         return np.asarray(self._array("grid")[self._index(image_id)], dtype=np.float32)
 
-    def require(self, image_ids: list[int]) -> None:
-        """Raises ``ValueError`` naming the first image the cache lacks."""
+    def require(self, image_ids: list[int], kind: str = "pooled") -> None:
+        """Raises ``ValueError`` naming the first image the cache lacks, or when it holds no ``kind`` features."""
+        if kind not in ("pooled", "grid"):
+            raise ValueError(f"feature kind must be 'pooled' or 'grid', got {kind!r}")
+        if not self.files.get(kind):
+            raise ValueError(f"{self.folder / INDEX}: split {self.name!r} has no {kind} features; extract the cache "
+                             f"again with `captioning features --grid`")
         missing = [i for i in image_ids if i not in self.row]
         if missing:
             raise ValueError(f"{self.folder / INDEX}: split {self.name!r} lacks features for {len(missing)} "

@@ -121,9 +121,12 @@ class CaptioningModule(EvaluatedModule):
         if self.cached_features is None:
             raise ValueError("the batch carries cached features but the model was not given the cache's record "
                              "(cached_features, linked from the data module's feature_identity)")
-        if getattr(self.captioner.decoder, "needs_grid", False):
-            raise ValueError(f"the {self.captioner.decoder.config['name']} decoder attends over region grids, but "
-                             "feature caches feed pooled features to training: train it from images")
+        grid = getattr(self.captioner.decoder, "needs_grid", False)
+        if grid != (batch["features"].dim() == 3):
+            raise ValueError(f"the {self.captioner.decoder.config.get('name', 'rnn')} decoder reads "
+                             f"{'region grids (B, N, D)' if grid else 'pooled features (B, D)'}, the feature cache "
+                             f"gives {tuple(batch['features'].shape)}: set data.init_args.feature_kind to "
+                             f"{'grid' if grid else 'pooled'}")
         return batch["features"]
 
     @property

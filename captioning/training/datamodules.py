@@ -47,6 +47,8 @@ class CaptionDataModule(StagedDataModule):
             ``None``: no CHAIR. A name, not a path, is stored in checkpoints, so they stay portable.
         features: A feature cache folder (``captioning features``): batches then carry the cached encoder
             features instead of images, and the model checks that its encoder made them.
+        feature_kind: What batches carry from the cache: ``pooled`` features (B, D), or the region ``grid``
+            (B, N, D) that attention decoders read (a cache made with ``captioning features --grid``).
     """
 
     def __init__(self, root: str = "data/coco", train_split: str = "train2017", val_split: str = "val2017",
@@ -55,7 +57,7 @@ class CaptionDataModule(StagedDataModule):
                  image_size: int = 224, batch_size: int = 64, eval_batch_size: int = 128, num_workers: int = 2,
                  min_word_count: int = 5, max_words: int = 20,
                  instances_pattern: str | None = "annotations/instances_{split}.json",
-                 synonyms: str | None = "auto", features: str | None = None) -> None:
+                 synonyms: str | None = "auto", features: str | None = None, feature_kind: str = "pooled") -> None:
         super().__init__()
         self.root = Path(root)
         self.splits = {"train": train_split, "val": val_split, "test": test_split,
@@ -67,6 +69,7 @@ class CaptionDataModule(StagedDataModule):
         self._images: dict[str, list[CaptionedImage]] = {}
         self._categories: dict[str, dict[int, list[str]] | None] = {}
         self.features = FeatureCache(features) if features else None
+        self.feature_kind = feature_kind
         if self.features is not None and self.features.identity.get("image_size") != image_size:
             raise ValueError(f"feature cache {features} was made at image_size "
                              f"{self.features.identity.get('image_size')}, the data uses {image_size}")
@@ -130,7 +133,7 @@ class CaptionDataModule(StagedDataModule):
         features = None if self.features is None else self.features.split(self.splits[stage])
         dataset = CaptionDataset(self.images(stage), self.vocab, self.image_size, with_tokens=train,
                                  max_words=self.max_words, categories=None if train else self.categories(stage),
-                                 features=features)
+                                 features=features, feature_kind=self.feature_kind)
         options = dict(num_workers=self.num_workers, collate_fn=collate, drop_last=False,
                        persistent_workers=self.num_workers > 0, pin_memory=False)
         if not train:  # under DDP, Lightning splits these with its own DistributedSampler
@@ -165,11 +168,12 @@ class ShapesDataModule(CaptionDataModule):
                  cooccur_pairs: list[tuple[str, str]] | None = None, cooccur_rate: float | None = None,
                  cooccur_rate_test: float | None = None, image_size: int = 64,
                  batch_size: int = 64, eval_batch_size: int = 250, num_workers: int = 0,
-                 min_word_count: int = 1, max_words: int = 20, features: str | None = None) -> None:
+                 min_word_count: int = 1, max_words: int = 20, features: str | None = None,
+                 feature_kind: str = "pooled") -> None:
         super().__init__(root=root, train_split="train", val_split="val", test_split="test",
                          image_size=image_size, batch_size=batch_size, eval_batch_size=eval_batch_size,
                          num_workers=num_workers, min_word_count=min_word_count, max_words=max_words,
-                         features=features)
+                         features=features, feature_kind=feature_kind)
         self.generator_args = dict(num_train=num_train, num_val=num_val, num_test=num_test,
                                    image_size=image_size, max_objects=max_objects, seed=seed,
                                    cooccur_pairs=tuple(map(tuple, cooccur_pairs or ())),
