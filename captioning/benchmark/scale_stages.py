@@ -13,19 +13,16 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import torch
+import importlib
 
 from captioning.data.coco import read_caption_file, read_instance_categories
-from captioning.data.features import FeatureCache
 from captioning.data.vocab import Vocabulary
-from captioning.inference.checkpoint import save_captioner
-from captioning.inference.features import extract_split, update_index
-from captioning.metrics import compute_caption_metrics
-from captioning.metrics.chair import Chair
-from captioning.models import Captioner, RNNDecoder, SmallCNN
-from captioning.training.datamodules import CaptionDataModule
-from captioning.training.scst import _scored, training_statistics
 
+NEEDS = {  # what a stage imports before its clock starts (the others are not loaded at all)
+    "datamodule_setup": ["captioning.training.datamodules"], "train_loader_epoch": ["captioning.training.datamodules"],
+    "val_metrics_5k": ["captioning.metrics"], "scst_document_frequencies": ["captioning.training.scst"],
+    "caption_resume": ["captioning.inference.checkpoint", "captioning.models"],
+    "feature_cache": ["captioning.inference.features", "captioning.data.features", "captioning.models"]}
 VAL_METRICS_IMAGES = 5_000  # at fraction 1.0; the stage scores 5,000 × fraction images
 
 
@@ -39,7 +36,9 @@ def annotations_vocab(root: Path, work: Path, fraction: float) -> None:
     Vocabulary.build((c for img in read_caption_file(captions, images) for c in img.captions), min_count=5)
 
 
-def _datamodule(root: Path) -> CaptionDataModule:
+def _datamodule(root: Path):
+    from captioning.training.datamodules import CaptionDataModule
+
     return CaptionDataModule(str(root), train_split="train2014", val_split="val2014", test_split="val2014",
                              image_size=8, batch_size=64, eval_batch_size=256, num_workers=0)
 
@@ -69,6 +68,9 @@ def _predictions(root: Path, limit: int | None = None) -> tuple[dict[int, list[s
 
 def val_metrics_5k(root: Path, work: Path, fraction: float) -> None:
     """Reads 5,000 × fraction decoded captions and scores them as the validation hook does: BLEU/ROUGE/CIDEr, CHAIR."""
+    from captioning.metrics import compute_caption_metrics
+    from captioning.metrics.chair import Chair
+
     refs, preds, categories = _predictions(root, max(1, round(VAL_METRICS_IMAGES * fraction)))
     compute_caption_metrics(refs, preds)
     chair = Chair.from_file("coco")
@@ -86,12 +88,19 @@ def evaluate_40k_python(root: Path, work: Path, fraction: float) -> None:
 
 def scst_document_frequencies(root: Path, work: Path, fraction: float) -> None:
     """SCST's CIDEr-D statistics of the training references (tokenized, counted, cached to JSON)."""
+    from captioning.training.scst import _scored, training_statistics
+
     captions, _, images = _files(root, "train2014")
     references = [[_scored(c) for c in img.captions] for img in read_caption_file(captions, images)]
     training_statistics(references, work / "cider_stats.json")
 
 
 def _tiny_checkpoint(path: Path) -> Path:
+    import torch
+
+    from captioning.inference.checkpoint import save_captioner
+    from captioning.models import Captioner, RNNDecoder, SmallCNN
+
     torch.manual_seed(0)
     encoder = SmallCNN(channels=(8, 16), out_dim=16, grid_size=2)
     vocab = Vocabulary.build(["a red blue green circle square triangle left right of the above below"])
@@ -120,6 +129,12 @@ def caption_resume(root: Path, work: Path, fraction: float) -> None:
 
 def feature_cache(root: Path, work: Path, fraction: float) -> None:
     """Writes a pooled-feature cache of every val image (small CNN, 32 px) and reads every row back."""
+    import torch
+
+    from captioning.data.features import FeatureCache
+    from captioning.inference.features import extract_split, update_index
+    from captioning.models import SmallCNN
+
     captions, _, images = _files(root, "val2014")
     val = read_caption_file(captions, images)
     encoder = SmallCNN(channels=(8, 16), out_dim=16, grid_size=2).eval()
@@ -143,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     if stage not in STAGES:
         raise SystemExit(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
     Path(work).mkdir(parents=True, exist_ok=True)
+    for module in NEEDS.get(stage, []):
+        importlib.import_module(module)
     start = time.perf_counter()  # the stage's work, after the imports every stage shares
     STAGES[stage](Path(root), Path(work), float(fraction))
     print(f"STAGE_SECONDS {time.perf_counter() - start:.6f}")

@@ -59,7 +59,9 @@ def _captions(rng: np.random.Generator, objects: list[np.ndarray], names: list[s
         for j in range(count):
             k = i * count + j
             tokens = list(drawn[ends[k] - lengths[k]:ends[k]])
-            tokens[int(rng.integers(len(tokens)))] = names[int(obj[j % len(obj)])]
+            name = names[int(obj[j % len(obj)])]
+            del tokens[len(tokens) - len(name.split()) + 1:]  # a two-word name ("traffic light") keeps the length
+            tokens[int(rng.integers(1, len(tokens)))] = name
             caps.append("a " + " ".join(tokens[1:]) + ".")
         out.append(caps)
     return out
