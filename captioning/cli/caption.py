@@ -6,8 +6,12 @@ Example::
     captioning caption --checkpoint last.ckpt --images data/coco/annotations/captions_val2017.json \\
         --format coco --output val2017_results.json --device cuda --devices 4 --precision bf16
 
+    captioning caption --checkpoint last.ckpt --images 'shards/{00000..00099}.tar' --output captions/ --resume
+
 Each output line is ``{"image_id", "file_name", "caption", "score"}`` (``image_id`` is the COCO id when the
 input is a COCO annotation file, else ``null``); ``--format coco`` writes the COCO results list instead.
+WebDataset tar shards (a brace pattern, a ``.tar`` or a folder of them) give one ``OUTPUT/<shard>.jsonl`` per
+shard whose rows also carry the sample's ``key``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import sys
 from pathlib import Path
 
 from captioning.inference.engine import DecodeOptions
+from captioning.data.shards import is_shard_source
 from captioning.inference.output import FORMATS, CaptionJob
+from captioning.inference.shard_output import ShardJob
 from captioning.training.predict import caption_collection
 
 PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
@@ -29,9 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="training checkpoint (carries vocabulary and config)")
     p.add_argument("--images", required=True,
-                   help="folder (recursive), text file with one path per line, or COCO annotation .json")
+                   help="folder (recursive), text file with one path per line, COCO annotation .json, or "
+                        "WebDataset tar shards: a .tar, a brace pattern 'shards/{00000..00099}.tar' or a folder of .tar")
     p.add_argument("--image-dir", help="image folder of a COCO annotation file (default: found beside it)")
-    p.add_argument("--output", help="output file (default: captions.jsonl, or captions.json for --format coco)")
+    p.add_argument("--output", help="output file (default: captions.jsonl, or captions.json for --format coco); "
+                                    "for tar shards the folder of the per-shard outputs (default: captions/)")
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="jsonl, or coco (results list); default coco for a COCO annotation file, else jsonl")
     p.add_argument("--errors", help="list of unreadable images (default: OUTPUT's name + .errors.jsonl)")
@@ -54,8 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def make_job(args: argparse.Namespace) -> CaptionJob:
+def make_job(args: argparse.Namespace) -> CaptionJob | ShardJob:
     """The run's files from the options (defaults depend on the input kind)."""
+    if is_shard_source(args.images):
+        for flag, value in (("--format coco", args.format == "coco"), ("--errors", args.errors),
+                            ("--image-dir", args.image_dir)):
+            if value:
+                raise ValueError(f"{flag} does not apply to tar shards ({args.images}): each shard gets "
+                                 f"OUTPUT/<shard>.jsonl and OUTPUT/<shard>.errors.jsonl")
+        return ShardJob(args.images, args.output or "captions", resume=args.resume)
     fmt = args.format or ("coco" if Path(args.images).suffix.lower() == ".json" else "jsonl")
     output = args.output or ("captions.json" if fmt == "coco" else "captions.jsonl")
     return CaptionJob(args.images, output, fmt=fmt, errors=args.errors, resume=args.resume, image_dir=args.image_dir)
@@ -66,7 +81,8 @@ def run(args: argparse.Namespace) -> dict:
     options = DecodeOptions(beam_size=args.beam_size, max_len=args.max_len, length_penalty=args.length_penalty,
                             sample=args.sample, temperature=args.temperature, top_k=args.top_k, seed=args.seed,
                             attention=args.attention)
-    return caption_collection(make_job(args), args.checkpoint, options, args.batch_size, args.num_workers,
+    job = make_job(args)
+    return caption_collection(job, args.checkpoint, options, args.batch_size, args.num_workers,
                               args.device, args.devices, PRECISIONS[args.precision], progress=not args.no_progress)
 
 
@@ -83,7 +99,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"captioned {summary['captioned']} images ({rate:.1f} images/s), kept {summary['kept']} from the "
           f"existing output, {summary['errors']} unreadable"
           + (f" (listed in {summary['errors_file']})" if summary["errors"] else "")
-          + f"; {summary['total']} captions in {summary['output']}", file=sys.stderr)
+          + f"; {summary['total']} captions in {summary['output']}"
+          + (f" ({summary['shards']} shards captioned, {summary['shards_skipped']} finished before)"
+             if "shards" in summary else ""), file=sys.stderr)
     if summary["total"] == 0:
         sys.exit("captioning caption: error: no image could be captioned")
     return summary

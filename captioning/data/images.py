@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -22,8 +23,8 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 IMAGE_TRANSFORM = "RGB, PIL bicubic resize to image_size x image_size, uint8 scaled to [0, 1]"  # recorded in caches
 
 
-def load_image(path: str | Path, image_size: int) -> Tensor:
-    """Reads an image as RGB, resized to ``image_size``², scaled to [0, 1], (3, S, S).
+def load_image(path: str | Path | BinaryIO, image_size: int) -> Tensor:
+    """Reads an image (a file, or an open binary stream such as a tar member's bytes) as RGB, resized to ``image_size``², scaled to [0, 1], (3, S, S).
 
     Raises:
         ValueError: naming the file, when it is missing or cannot be decoded.
@@ -48,12 +49,15 @@ class ImageRef:
         file_name: How the output names it (relative to the folder, as listed, or COCO's ``file_name``);
             unique within a collection.
         path: Where it is read from.
-        image_id: Its COCO id when the input is a COCO annotation file, else ``None``.
+        image_id: Its COCO id when the input is a COCO annotation file (for a tar shard sample, its JSON's
+            ``image_id``/``id``/``key``), else ``None``.
+        key: The sample's key inside a tar shard, else ``None``.
     """
 
     file_name: str
     path: Path
-    image_id: int | None = None
+    image_id: int | str | None = None
+    key: str | None = None
 
 
 def _from_folder(folder: Path) -> list[ImageRef]:

@@ -26,6 +26,8 @@ FORMATS = ("jsonl", "coco")
 def make_row(ref: ImageRef, caption: str, score: float, attention: list[list[float]] | None = None) -> dict:
     """One output row; with ``attention``, each word's region weights (``captioning caption --attention``)."""
     row = {"image_id": ref.image_id, "file_name": ref.file_name, "caption": caption, "score": float(score)}
+    if ref.key is not None:  # a tar shard's sample
+        row["key"] = ref.key
     if attention is not None:
         row["attention"] = [[round(a, 4) for a in word] for word in attention]
     return row
@@ -33,7 +35,8 @@ def make_row(ref: ImageRef, caption: str, score: float, attention: list[list[flo
 
 def make_error(ref: ImageRef, reason: str) -> dict:
     """One errors-file row."""
-    return {"image_id": ref.image_id, "file_name": ref.file_name, "path": str(ref.path), "error": reason}
+    error = {"image_id": ref.image_id, "file_name": ref.file_name, "path": str(ref.path), "error": reason}
+    return error if ref.key is None else {**error, "key": ref.key}
 
 
 def errors_path(output: Path) -> Path:

@@ -19,6 +19,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from captioning.inference.output import CaptionJob, Journal, make_error, make_row
+from captioning.inference.shard_output import ShardJob
+from captioning.training.predict_shards import ShardsDataModule, ShardWriter
 from captioning.data.images import image_loader
 from captioning.core.runtime import keep_freed_memory
 from captioning.inference.checkpoint import load_captioner
@@ -129,11 +131,12 @@ class JournalWriter(BasePredictionWriter):
         trainer.strategy.barrier("captions-merged")
 
 
-def caption_collection(job: CaptionJob, checkpoint: str | Path, options: DecodeOptions, batch_size: int = 64,
+def caption_collection(job: CaptionJob | ShardJob, checkpoint: str | Path, options: DecodeOptions, batch_size: int = 64,
                        num_workers: int = 2, accelerator: str = "cpu", devices: int = 1, precision: str = "32-true",
                        progress: bool = True) -> dict:
     """What ``captioning caption`` runs: the job's images through the checkpoint's captioner on ``devices``
-    processes, journaled, merged into one atomic output.
+    processes, journaled, merged into one atomic output (a :class:`ShardJob`: each rank its own shards, one
+    atomic output per shard).
 
     Returns:
         The summary (``captioned``, ``kept``, ``errors``, ``total``, ``seconds``, ``output``, ``errors_file``;
@@ -144,17 +147,20 @@ def caption_collection(job: CaptionJob, checkpoint: str | Path, options: DecodeO
     if options.attention and not hasattr(loaded.model.decoder, "attend"):
         raise ValueError(f"{checkpoint}: --attention needs an attention decoder (show_attend_tell, att2in, updown); "
                          f"this checkpoint's decoder is {loaded.meta['decoder'].get('name', 'rnn')}")
-    writer = JournalWriter(progress=progress)
+    shards = isinstance(job, ShardJob)
+    writer = ShardWriter(progress=progress) if shards else JournalWriter(progress=progress)
+    data = (ShardsDataModule if shards else ImagesDataModule)(job, loaded.image_size, batch_size, num_workers)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # no accelerator banner
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*predict_dataloader.*")
         warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning's own, about its torch version
+        warnings.filterwarnings("ignore", ".*infer the batch indices.*")  # tar shards: an IterableDataset
         trainer = L.Trainer(accelerator=accelerator, devices=devices, precision=precision,
                             strategy="ddp" if devices > 1 else "auto", logger=False, callbacks=[writer],
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
         trainer.predict(CaptionPredictor(loaded.model, loaded.vocab, options),
-                        datamodule=ImagesDataModule(job, loaded.image_size, batch_size, num_workers),
+                        datamodule=data,
                         return_predictions=False)
     summary = writer.summary or {}
     summary.update(output=str(job.output), errors_file=str(job.errors))
