@@ -132,3 +132,9 @@ def test_ask_needs_one_kind_of_input(checkpoint: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         captioning_main(["vqa", "ask", "--checkpoint", str(checkpoint), "--question", "is it red?"])
     assert exit_info.value.code == 2
+
+
+def test_vqa_help_points_to_ask(capsys) -> None:
+    with pytest.raises(SystemExit):
+        captioning_main(["vqa", "--help"])
+    assert "captioning vqa ask --help" in " ".join(capsys.readouterr().out.split())

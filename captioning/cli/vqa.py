@@ -39,10 +39,13 @@ class VQACLI(LightningCLI):
         parser.link_arguments("data.image_size", "model.image_size", apply_on="instantiate")
 
 
+ASK_HINT = "Also: captioning vqa ask --help (answer questions about image files with a checkpoint)."
+
+
 def vqa_cli_main(args: list[str] | None = None, run: bool = True) -> VQACLI:
     """Runs the VQA LightningCLI on ``args`` and returns it."""
     return VQACLI(VQAModule, VQADataModule, subclass_mode_data=True, save_config_kwargs={"overwrite": True},
-                  parser_kwargs={"prog": "captioning vqa"}, args=args, run=run)
+                  parser_kwargs={"prog": "captioning vqa", "epilog": ASK_HINT}, args=args, run=run)
 
 
 def main(argv: list[str] | None = None) -> None:
