@@ -30,7 +30,7 @@ def test_zero_question_code_leaves_the_features_unconditioned() -> None:
     for block in fusion.blocks:
         block.film = _Unconditioned()
     torch.testing.assert_close(conditioned_by_zero, fusion.feature_maps(q, grid))  # q no longer matters
-    assert fusion(q, None, grid).shape == (4, 2 * 4) and fusion.out_dim == 8  # max and mean pool
+    assert fusion(q, None, grid).shape == (4, 4) and fusion.out_dim == 4
 
 
 class _Unconditioned(nn.Module):
