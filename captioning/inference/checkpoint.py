@@ -9,7 +9,7 @@ import torch
 
 from captioning.models.captioner import Captioner, create_captioner
 from captioning.data.vocab import AnswerVocab
-from captioning.models.vqa import VQAModel, create_vqa_model
+from captioning.models.vqa import VQAModel, create_vqa_model, vqa_model_meta
 from captioning.data.vocab import Vocabulary
 
 KEY = "captioning"  # checkpoint entry with the vocabulary and the model configuration
@@ -58,6 +58,24 @@ class LoadedVQA:
     answers: AnswerVocab
     image_size: int
     meta: dict
+
+
+def vqa_meta(model: VQAModel, vocab: Vocabulary, answers: AnswerVocab, image_size: int) -> dict:
+    """The plain-data description stored in checkpoints under ``"vqa"``."""
+    return {"format": 2, "vocab": vocab.to_dict(), "answers": answers.to_dict(), "image_size": image_size,
+            **vqa_model_meta(model)}
+
+
+def save_vqa(path: str | Path, model: VQAModel, vocab: Vocabulary, answers: AnswerVocab, image_size: int) -> Path:
+    """Writes a checkpoint that :func:`load_vqa` reads, without a training run (tests, converted weights),
+    atomically."""
+    from captioning.core.io import atomic_path
+
+    ckpt = {VQA_KEY: vqa_meta(model, vocab, answers, image_size),
+            "state_dict": {VQA_PREFIX + k: t for k, t in model.state_dict().items()}}
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    return Path(path)
 
 
 def load_vqa(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedVQA:

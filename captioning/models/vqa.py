@@ -11,6 +11,8 @@
   (Yang et al. 2016; several glimpses as Kazemi & Elqursh 2017): ``a_kn = softmax_n(w_k^T tanh(W_g g_n +
   W_q q))``, optionally with coordinate channels and soft counts; the attended features are fused with ``q``
   by an element-wise product of tanh projections.
+* :class:`~captioning.models.film.FiLMFusion` (``film``) — the question scales and shifts the channels of
+  residual convolution blocks over the grid (Perez et al. 2018), for questions relating two objects.
 * :class:`VQAModel` — encoder → fusion → classifier (an MLP over the answer vocabulary).
 """
 
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captioning.models.cells import build_rnn, check_cell, run_fused
+from captioning.models.film import FiLMFusion, coordinates, grid_side
 from captioning.core.registry import Registry
 
 QUESTION_ENCODERS: Registry[nn.Module] = Registry("question encoder")
@@ -149,12 +152,8 @@ class AttentionFusion(nn.Module):
         grid = F.normalize(grid, dim=-1) * grid.size(-1) ** 0.5  # unit mean square per component
         if not self.coordinates:
             return grid
-        side = round(grid.size(1) ** 0.5)
-        if side * side != grid.size(1):
-            raise ValueError(f"AttentionFusion(coordinates=True) needs a square grid, got {grid.size(1)} positions")
-        axis = torch.linspace(-1.0, 1.0, side, device=grid.device, dtype=grid.dtype)
-        yy, xx = torch.meshgrid(axis, axis, indexing="ij")  # row-major, as the encoder flattens (h, w)
-        coords = torch.stack([xx.flatten(), yy.flatten()], dim=-1)  # (N, 2)
+        side = grid_side(grid, "AttentionFusion(coordinates=True)")
+        coords = coordinates(side, grid.device, grid.dtype)  # (N, 2), row-major as the encoder flattens (h, w)
         return torch.cat([grid, coords.expand(grid.size(0), -1, -1)], dim=-1)
 
     def forward(self, q: Tensor, v: Tensor, grid: Tensor | None = None) -> Tensor:
@@ -170,6 +169,9 @@ class AttentionFusion(nn.Module):
             parts.append(torch.sigmoid(logits).sum(dim=-1, keepdim=True) / logits.size(-1) ** 0.5)  # (Q, K, 1)
         z = torch.cat(parts, dim=-1).flatten(1)  # (Q, K * (D [+1]))
         return torch.tanh(self.q_proj(self.drop(q))) * torch.tanh(self.z_proj(self.drop(z)))  # (Q, F)
+
+
+FUSIONS.register("film")(FiLMFusion)  # question-conditioned convolutions over the grid (models/film.py)
 
 
 class VQAModel(nn.Module):

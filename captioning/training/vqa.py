@@ -8,11 +8,11 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from captioning.inference.checkpoint import VQA_KEY
+from captioning.inference.checkpoint import VQA_KEY, vqa_meta
 from captioning.data.vocab import AnswerVocab
 from captioning.training.base import EvaluatedModule
 from captioning.metrics.vqa import vqa_accuracy
-from captioning.models.vqa import FusionFactory, QuestionEncoderFactory, build_vqa_model, vqa_model_meta
+from captioning.models.vqa import FusionFactory, QuestionEncoderFactory, build_vqa_model
 from captioning.data.vocab import Vocabulary
 
 
@@ -91,5 +91,4 @@ class VQAModule(EvaluatedModule):
     checkpoint_key = VQA_KEY
 
     def checkpoint_meta(self) -> dict:
-        return {"format": 2, "vocab": self.vocab.to_dict(), "answers": self.answer_vocab.to_dict(),
-                "image_size": self.hparams.image_size, **vqa_model_meta(self.model)}
+        return vqa_meta(self.model, self.vocab, self.answer_vocab, self.hparams.image_size)
