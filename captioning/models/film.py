@@ -112,6 +112,7 @@ class FiLMFusion(nn.Module):
         self.blocks = nn.ModuleList(FiLMBlock(question_dim, channels, kernel_size) for _ in range(blocks))
         self.head = nn.Sequential(nn.Conv2d(channels + 2, fused_dim, 1), nn.ReLU())
         self.q_proj, self.p_proj = nn.Linear(question_dim, fused_dim), nn.Linear(2 * fused_dim, fused_dim)
+        self.p_norm = nn.LayerNorm(2 * fused_dim)  # pooled ReLU maps are large: unnormalized they saturate tanh
         self.drop, self.out_dim = nn.Dropout(dropout), fused_dim
 
     def feature_maps(self, q: Tensor, grid: Tensor) -> Tensor:
@@ -131,4 +132,4 @@ class FiLMFusion(nn.Module):
             raise ValueError("FiLMFusion needs the encoder's grid")
         maps = self.feature_maps(q, grid).flatten(2)  # (Q, F, N)
         pooled = torch.cat([maps.amax(dim=-1), maps.mean(dim=-1)], dim=-1)  # (Q, 2F)
-        return torch.tanh(self.q_proj(self.drop(q))) * torch.tanh(self.p_proj(pooled))  # (Q, F)
+        return torch.tanh(self.q_proj(self.drop(q))) * torch.tanh(self.p_proj(self.p_norm(pooled)))  # (Q, F)
