@@ -15,17 +15,14 @@ import sys
 import warnings
 from pathlib import Path
 
-import pytorch_lightning as L
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from captioning.training.vqa_data import VQADataModule
-from captioning.data.vqa_files import (VQAFileError, check_questions_match, read_annotations, read_questions,
-                                       read_results, write_results)
+from captioning.data.vqa_files import VQAFileError, check_questions_match, read_annotations, read_questions, read_results
 from captioning.core.io import write_json_atomic
 from captioning.inference.checkpoint import load_vqa
 from captioning.inference.output import errors_path, write_output
 from captioning.inference.vqa import AskItem, ask, read_questions_file
-from captioning.training.writers import ResultsWriter
 from captioning.training.vqa import VQAModule
 from captioning.metrics.vqa import vqa_accuracy
 
@@ -57,25 +54,6 @@ def main(argv: list[str] | None = None) -> None:
     with warnings.catch_warnings():  # argv is the part of sys.argv after "vqa", not a mistake
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         vqa_cli_main(argv)
-
-
-class AnswerWriter(ResultsWriter):
-    """Writes ``predict`` answers as an official results / submission file ``[{"question_id", "answer"}]``.
-
-    Args:
-        output: Results file; a relative path is placed under the trainer's ``default_root_dir``. For a
-            test-dev/test-std submission name it ``vqa_OpenEnded_mscoco_test-dev2015_<method>_results.json``.
-    """
-
-    def __init__(self, output: str = "vqa_results.json") -> None:
-        super().__init__(output)
-
-    def write(self, trainer: L.Trainer, rows: list[dict]) -> None:
-        answers = {r["question_id"]: r["answer"] for r in rows}
-        questions = None
-        if isinstance(trainer.datamodule, VQADataModule):  # every question of the split answered, in file order
-            questions = [{"question_id": q} for img in trainer.datamodule.images("predict") for q in img.question_ids]
-        write_results(self.path, answers, questions)
 
 
 def evaluate_files(questions: str | Path, annotations: str | Path, results: str | Path) -> dict:

@@ -1,5 +1,5 @@
 """Writes ``predict`` results once, on rank 0, after gathering every rank's rows: :class:`CaptionWriter` as a
-COCO results file (``[{"image_id", "caption", "score"}]``); the VQA answer writer builds on :class:`ResultsWriter`."""
+COCO results file (``[{"image_id", "caption", "score"}]``), :class:`AnswerWriter` as an official VQA results file."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytorch_lightning as L
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from captioning.core.io import write_json_atomic
+from captioning.data.vqa_files import write_results
 from captioning.training.distributed import gather_objects
+from captioning.training.vqa_data import VQADataModule
 
 
 class ResultsWriter(BasePredictionWriter):
@@ -51,3 +53,22 @@ class CaptionWriter(ResultsWriter):
     def write(self, trainer: L.Trainer, rows: list[dict]) -> None:
         unique = {row["image_id"]: row for row in rows}
         write_json_atomic(self.path, [unique[i] for i in sorted(unique)])
+
+
+class AnswerWriter(ResultsWriter):
+    """Writes ``predict`` answers as an official results / submission file ``[{"question_id", "answer"}]``.
+
+    Args:
+        output: Results file; a relative path is placed under the trainer's ``default_root_dir``. For a
+            test-dev/test-std submission name it ``vqa_OpenEnded_mscoco_test-dev2015_<method>_results.json``.
+    """
+
+    def __init__(self, output: str = "vqa_results.json") -> None:
+        super().__init__(output)
+
+    def write(self, trainer: L.Trainer, rows: list[dict]) -> None:
+        answers = {r["question_id"]: r["answer"] for r in rows}
+        questions = None
+        if isinstance(trainer.datamodule, VQADataModule):  # every question of the split answered, in file order
+            questions = [{"question_id": q} for img in trainer.datamodule.images("predict") for q in img.question_ids]
+        write_results(self.path, answers, questions)
