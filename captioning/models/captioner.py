@@ -1,4 +1,5 @@
-"""The captioner: an image encoder and a recurrent decoder joined by the pooled feature ``v``."""
+"""The captioner: an image encoder and a decoder joined by the pooled feature ``v`` (or the region grid, for a
+decoder that attends)."""
 
 from __future__ import annotations
 

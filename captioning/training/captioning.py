@@ -28,7 +28,8 @@ class CaptioningModule(EvaluatedModule):
 
     Args:
         encoder: Image encoder (e.g. ``captioning.models.SmallCNN``).
-        decoder: Decoder class and options; built here with the vocabulary size and the encoder's width.
+        decoder: Decoder class and options; built here with the vocabulary size and the encoder's width (its grid's
+            width for a decoder that attends; see :func:`captioning.models.captioner.build_captioner`).
         vocab: Linked from the data module.
         optimizer: Optimizer class and options.
         lr_scheduler: Optional learning-rate scheduler class and options; stepped per epoch unless it has
