@@ -146,8 +146,29 @@ class AttentionDecoder(nn.Module):
         return None
 
 
+class _OneLSTMAttention(AttentionDecoder):
+    """One LSTM queried through ``h_{t-1}`` (show_attend_tell, att2in): the attention, the word and recurrent
+    matrices, word terms ``W_xh x_t`` for all positions, and the initial state. Subclasses add ``W_ih`` and
+    :meth:`_advance`."""
+
+    def __init__(self, vocab_size: int, feature_dim: int, embed_dim: int, hidden_dim: int, attention_dim: int,
+                 dropout: float) -> None:
+        super().__init__(vocab_size, feature_dim, embed_dim, hidden_dim, attention_dim, dropout)
+        self.attention = SoftAttention(feature_dim, hidden_dim, attention_dim)
+        self.w_xh = nn.Linear(embed_dim, 4 * hidden_dim)  # with the LSTM's bias
+        self.w_hh = nn.Linear(hidden_dim, 4 * hidden_dim, bias=False)
+
+    def _word_terms(self, x: Tensor, state: State) -> Tensor:
+        return self.w_xh(x)  # (B, T, 4H)
+
+    def _start(self, grid: Tensor) -> State:
+        zeros = grid.new_zeros(grid.size(0), self.hidden_dim)  # (B, H)
+        return {"grid": grid, "keys": self.attention.keys(grid), "h": zeros, "c": zeros,
+                "alpha": grid.new_zeros(grid.shape[:2])}
+
+
 @DECODERS.register("show_attend_tell")
-class ShowAttendTell(AttentionDecoder):
+class ShowAttendTell(_OneLSTMAttention):
     """Soft attention queried by ``h_{t-1}``; ``z_t`` enters every gate: ``W_xh x_t + W_hh h_{t-1} + W_ih z_t``.
 
     Args:
@@ -163,20 +184,9 @@ class ShowAttendTell(AttentionDecoder):
         self.config = dict(name="show_attend_tell", vocab_size=vocab_size, feature_dim=feature_dim,
                            embed_dim=embed_dim, hidden_dim=hidden_dim, attention_dim=attention_dim, dropout=dropout,
                            gate=gate, penalty=penalty)
-        self.attention = SoftAttention(feature_dim, hidden_dim, attention_dim)
-        self.w_xh = nn.Linear(embed_dim, 4 * hidden_dim)  # with the LSTM's bias
-        self.w_hh = nn.Linear(hidden_dim, 4 * hidden_dim, bias=False)
         self.w_ih = nn.Linear(feature_dim, 4 * hidden_dim, bias=False)
         self.w_beta = nn.Linear(hidden_dim, 1) if gate else None
         self.lam = penalty
-
-    def _word_terms(self, x: Tensor, state: State) -> Tensor:
-        return self.w_xh(x)  # (B, T, 4H)
-
-    def _start(self, grid: Tensor) -> State:
-        zeros = grid.new_zeros(grid.size(0), self.hidden_dim)  # (B, H)
-        return {"grid": grid, "keys": self.attention.keys(grid), "h": zeros, "c": zeros,
-                "alpha": grid.new_zeros(grid.shape[:2])}
 
     def _advance(self, word_term: Tensor, state: State) -> tuple[Tensor, State]:
         h, grid = state["h"], state["grid"]
@@ -194,7 +204,7 @@ class ShowAttendTell(AttentionDecoder):
 
 
 @DECODERS.register("att2in")
-class Att2in(AttentionDecoder):
+class Att2in(_OneLSTMAttention):
     """Soft attention queried by ``h_{t-1}``; ``z_t`` enters the LSTM's cell input only:
     ``g_t = tanh(W_xh^g x_t + W_hh^g h_{t-1} + W_ih z_t)``, the gates ``i, f, o`` see words and ``h`` alone.
 
@@ -207,18 +217,7 @@ class Att2in(AttentionDecoder):
         super().__init__(vocab_size, feature_dim, embed_dim, hidden_dim, attention_dim, dropout)
         self.config = dict(name="att2in", vocab_size=vocab_size, feature_dim=feature_dim, embed_dim=embed_dim,
                            hidden_dim=hidden_dim, attention_dim=attention_dim, dropout=dropout)
-        self.attention = SoftAttention(feature_dim, hidden_dim, attention_dim)
-        self.w_xh = nn.Linear(embed_dim, 4 * hidden_dim)
-        self.w_hh = nn.Linear(hidden_dim, 4 * hidden_dim, bias=False)
         self.w_ih = nn.Linear(feature_dim, hidden_dim, bias=False)  # into the cell input g only
-
-    def _word_terms(self, x: Tensor, state: State) -> Tensor:
-        return self.w_xh(x)  # (B, T, 4H)
-
-    def _start(self, grid: Tensor) -> State:
-        zeros = grid.new_zeros(grid.size(0), self.hidden_dim)  # (B, H)
-        return {"grid": grid, "keys": self.attention.keys(grid), "h": zeros, "c": zeros,
-                "alpha": grid.new_zeros(grid.shape[:2])}
 
     def _advance(self, word_term: Tensor, state: State) -> tuple[Tensor, State]:
         h, grid = state["h"], state["grid"]
