@@ -186,6 +186,8 @@ def test_toolkit_backend_equals_cocoevalcap_on_the_files(coco, tmp_path, monkeyp
     ('[{"image_id": "1", "caption": "a dog"}]', "'image_id' must be an integer"),
     ('[{"image_id": true, "caption": "a dog"}]', "'image_id' must be an integer"),
     ('[{"image_id": 1, "caption": 7}]', "'caption' must be a string"),
+    ('[{"image_id": 1, "caption": "a dog", "attention": [[0.5, "x"]]}]',
+     "(image_id 1) 'attention' must be a list of lists of numbers"),
     ('[{"image_id": 1, "caption": "a"}, {"image_id": 99, "caption": "b"}]', "no reference captions"),
     ('[{"image_id": 1, "caption": "a"}, {"image_id": 1, "caption": "b"}]', "image_id 1 appears more than once"),
 ])
