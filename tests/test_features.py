@@ -103,3 +103,14 @@ def test_a_cache_of_other_weights_or_an_unfrozen_encoder_is_refused(cache) -> No
         cli_main([*config, f"--data.init_args.features={folder}", "--data.init_args.image_size=64"], run=False)
     with pytest.raises(FileNotFoundError, match="feature cache index not found"):
         FeatureCache(folder / "missing")
+
+
+def test_a_cache_without_grids_or_an_unknown_kind_is_refused_for_grid_decoders(tmp_path: Path) -> None:
+    from captioning.data.features import SplitFeatures
+
+    split = SplitFeatures(tmp_path, "val", {"pooled": "val.pooled.npy", "grid": None, "image_ids": [1, 2]})
+    split.require([1, 2])  # pooled features are there
+    with pytest.raises(ValueError, match=r"index\.json: split 'val' has no grid features; .*captioning features --grid"):
+        split.require([1, 2], "grid")
+    with pytest.raises(ValueError, match="feature kind must be 'pooled' or 'grid', got 'mean'"):
+        split.require([1], "mean")
