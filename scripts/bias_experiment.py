@@ -1,6 +1,7 @@
 """Co-occurrence-bias experiment: does a captioner trained on biased shapes scenes hallucinate?
 
-Usage: ``python scripts/bias_experiment.py [--out runs/bias] [--num-train 4000] [--epochs 10] [--arms natural cooccur]``
+Usage: ``python scripts/bias_experiment.py [--out runs/bias] [--num-train 4000] [--epochs 10] [--arms natural cooccur]
+[--config LAYER …]``
 
 Trains one captioner per arm, ``configs/shapes.yaml`` layered with ``configs/bias/<arm>.yaml`` (``natural``:
 natural training scenes; ``cooccur``: circles and squares together in 95% of the training scenes that hold
@@ -46,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=10, help="training epochs per arm")
     parser.add_argument("--warmup-steps", type=int, default=120, help="learning-rate warm-up steps")
     parser.add_argument("--beam-size", type=int, default=3, help="beam size for captioning the test split")
+    parser.add_argument("--config", action="append", default=[], metavar="LAYER",
+                        help="config layered on configs/shapes.yaml before the arm's, repeatable (default: none, the "
+                             "lecture's pooled model; e.g. configs/decoders/updown.yaml configs/encoders/grid8.yaml)")
     parser.add_argument("--retrain", action="store_true", help="retrain arms that already have captions")
     return parser.parse_args(argv)
 
@@ -59,8 +63,8 @@ def train_and_caption(arm: str, args: argparse.Namespace) -> Path:
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        cli = cli_main(["fit", "--config", str(REPO / "configs/shapes.yaml"),
-                        "--config", str(REPO / f"configs/bias/{arm}.yaml"),
+        layers = ["configs/shapes.yaml", *args.config, f"configs/bias/{arm}.yaml"]
+        cli = cli_main(["fit", *[a for layer in layers for a in ("--config", str(REPO / layer))],
                         f"--trainer.default_root_dir={out}", f"--trainer.max_epochs={args.epochs}",
                         "--trainer.enable_progress_bar=false",
                         f"--model.lr_scheduler.init_args.warmup_steps={args.warmup_steps}",

@@ -1,14 +1,18 @@
 """The hallucination study: pooled vs attention captioners, cross-entropy vs SCST, on shapes (Rohrbach et al. 2018).
 
-Usage: ``python scripts/hallucination_study.py [--out runs/study] [--seeds 0 1] [--models …] [--no-scst]
+Usage: ``python scripts/hallucination_study.py [--out runs/study] [--seeds 0 1] [--models …] [--no-scst] [--no-bias]
 [--doc docs/hallucination.md] [--quick]``
 
 Each model (a stack of configs on ``configs/shapes.yaml``) is trained with cross-entropy by the main job
 (``scripts/main.py``: train, caption the test split with beam 3, evaluate), then fine-tuned with SCST
 (``configs/scst.yaml``) from its cross-entropy checkpoint and evaluated the same way; every arm runs once per
-seed. The table (mean and spread over seeds) of BLEU-4, CIDEr, CHAIRs, CHAIRi and binding errors goes to
-``OUT/study.json`` and, as Markdown, to ``--doc``. A run whose ``metrics_test.json`` exists is not repeated, so
-an interrupted study resumes. ``--quick`` runs every arm for a few steps on a tiny set (a smoke run: its numbers
+seed, all arms of one seed before the next. Pooled models train on the shapes schedule (12 epochs), attention
+models on ``configs/schedules/attention.yaml`` (the main job's default). Then the co-occurrence-bias arm
+(``scripts/bias_experiment.py``: biased against natural training scenes, one debiased test split) runs for the
+model with the lowest cross-entropy CHAIRi and for the lecture's pooled model. The table (mean and spread over
+seeds) of BLEU-4, CIDEr, CHAIRs, CHAIRi and binding errors, and the bias table, go to ``OUT/study.json`` and,
+as Markdown, to ``--doc``. A run whose ``metrics_test.json`` (or ``captions_test.json``) exists is not
+repeated, so an interrupted study resumes. ``--quick`` runs every arm for a few steps on a tiny set (a smoke run: its numbers
 mean nothing) and writes its table under ``OUT`` only.
 """
 
@@ -26,17 +30,19 @@ sys.path.insert(0, str(REPO))
 
 from captioning.core.io import write_json_atomic, write_text_atomic  # noqa: E402
 
-GRID = "configs/encoders/grid8.yaml"
+GRID = ["configs/encoders/grid8.yaml", "configs/schedules/attention.yaml"]  # as the main job's default
+LECTURE = "pooled every_step (the lecture's model)"
 MODELS: dict[str, list[str]] = {  # name -> config layers on configs/shapes.yaml
-    "pooled every_step (the lecture's model)": [],
+    LECTURE: [],
     "pooled init_state (Show and Tell)": ["configs/injection/init_state.yaml"],
-    "show_attend_tell": ["configs/decoders/show_attend_tell.yaml", GRID],
-    "att2in": ["configs/decoders/att2in.yaml", GRID],
-    "updown": ["configs/decoders/updown.yaml", GRID],
+    "show_attend_tell": ["configs/decoders/show_attend_tell.yaml", *GRID],
+    "att2in": ["configs/decoders/att2in.yaml", *GRID],
+    "updown": ["configs/decoders/updown.yaml", *GRID],
 }
 METRICS = ("Bleu_4", "CIDEr", "CHAIRs", "CHAIRi", "binding_errors")
 QUICK = ["--data.init_args.num_train=64", "--data.init_args.num_val=16", "--data.init_args.num_test=16",
          "--data.init_args.eval_batch_size=16", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
+BIAS_QUICK = ["--num-train", "64", "--num-val", "16", "--num-test", "16", "--epochs", "1", "--warmup-steps", "2"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,6 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS), metavar="MODEL",
                         help=f"models to run (default all: {'; '.join(MODELS)})")
     parser.add_argument("--no-scst", action="store_true", help="cross-entropy arms only")
+    parser.add_argument("--no-bias", action="store_true", help="skip the co-occurrence-bias arm")
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "hallucination.md", help="Markdown table")
     parser.add_argument("--quick", action="store_true", help="a few steps per arm on a tiny set (smoke run)")
     args = parser.parse_args(argv)
@@ -65,27 +72,53 @@ def run_arm(main_job, layers: list[str], out: Path, seed: int, extra: list[str])
     return json.loads(metrics.read_text())
 
 
-def run_study(args: argparse.Namespace) -> dict:
-    """Every model × objective × seed; returns ``{model: {objective: [metrics per seed]}}``."""
+def load_script(name: str):
+    """One of this folder's scripts as a module."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("main_job", REPO / "scripts" / "main.py")
-    main_job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(main_job)
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def slug(name: str) -> str:
+    return name.split(" (")[0].replace(" ", "_")
+
+
+def run_study(args: argparse.Namespace) -> dict:
+    """Every model × objective × seed, one seed at a time; returns ``{model: {objective: [metrics per seed]}}``."""
+    main_job = load_script("main")
     extra = [*QUICK, f"--data.init_args.root={args.out / 'shapes'}"] if args.quick else []
-    results: dict = {}
-    for name in args.models:
-        slug = name.split(" (")[0].replace(" ", "_")
-        for seed in args.seeds:
+    results: dict = {name: {} for name in args.models}
+    for seed in args.seeds:
+        for name in args.models:
             start = time.perf_counter()
-            ce = run_arm(main_job, MODELS[name], args.out / slug / f"ce-seed{seed}", seed, extra)
-            results.setdefault(name, {}).setdefault("cross-entropy", []).append(ce)
+            out = args.out / slug(name)
+            ce = run_arm(main_job, MODELS[name], out / f"ce-seed{seed}", seed, extra)
+            results[name].setdefault("cross-entropy", []).append(ce)
             if not args.no_scst:
-                scst = run_arm(main_job, [*MODELS[name], "configs/scst.yaml"], args.out / slug / f"scst-seed{seed}",
-                               seed, [*extra, f"--model.init_weights={ce['checkpoint']}"])
+                scst = run_arm(main_job, [*MODELS[name], "configs/scst.yaml"], out / f"scst-seed{seed}", seed,
+                               [*extra, f"--model.init_weights={ce['checkpoint']}"])
                 results[name].setdefault("CE then SCST", []).append(scst)
             print(f"study: {name}, seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
     return results
+
+
+def run_bias(args: argparse.Namespace, results: dict) -> dict:
+    """The co-occurrence-bias experiment for the model with the lowest cross-entropy CHAIRi and for the lecture's
+    model (when the study ran it): ``{model: {arm: results}}`` (``scripts/bias_experiment.py``'s, which resumes finished arms)."""
+    def chairi(name: str) -> float:
+        return statistics.fmean(r["CHAIRi"] for r in results[name]["cross-entropy"])
+
+    best = min(results, key=chairi)
+    bias = load_script("bias_experiment")
+    out = {}
+    for name in dict.fromkeys([best, *[LECTURE] * (LECTURE in results)]):  # the best, then the lecture's model
+        layers = [a for layer in MODELS[name] for a in ("--config", layer)]
+        out[name] = bias.main([*layers, "--out", str(args.out / "bias" / slug(name)),
+                               *(BIAS_QUICK if args.quick else [])])
+    return out
 
 
 def summarize(results: dict) -> dict:
@@ -102,8 +135,8 @@ def summarize(results: dict) -> dict:
     return table
 
 
-def markdown(table: dict, quick: bool) -> str:
-    """The study's table as Markdown (mean ± half the spread over seeds)."""
+def markdown(table: dict, bias: dict, quick: bool) -> str:
+    """The study's table as Markdown (mean ± half the spread over seeds), then the bias arm's."""
     lines = ["# Hallucination study (shapes)", "",
              "Generated by `python scripts/hallucination_study.py`" + (" --quick (smoke run: numbers mean nothing)"
                                                                       if quick else "") + ".", "",
@@ -113,6 +146,16 @@ def markdown(table: dict, quick: bool) -> str:
         model, objective = key.split(" | ")
         cells = ["-" if row[m] is None else f"{row[m]['mean']:.3f} ± {row[m]['spread'] / 2:.3f}" for m in METRICS]
         lines.append(f"| {model} | {objective} | {row['seeds']} | " + " | ".join(cells) + " |")
+    if bias:
+        lines += ["", "Co-occurrence bias (`scripts/bias_experiment.py`, seed 0, its scaled-down schedule; the same "
+                  "debiased test split for every row; partner rate: images holding one of circle/square whose "
+                  "caption names the absent other):", "",
+                  "| model | training scenes | BLEU-4 | CHAIRs | CHAIRi | partner rate |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+        for model, arms in bias.items():
+            for arm, r in arms.items():
+                p = r["partner"]
+                lines.append(f"| {model} | {arm} | {r['Bleu_4']:.3f} | {r['CHAIRs']:.3f} | {r['CHAIRi']:.3f} | "
+                             f"{p['rate']:.3f} ({p['named_partner']} / {p['cases']}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -132,10 +175,12 @@ def write_doc(doc: Path, table_md: str) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    table = summarize(run_study(args))
-    write_json_atomic(args.out / "study.json", table)
-    write_doc(args.doc, markdown(table, args.quick))
-    print(markdown(table, args.quick))
+    results = run_study(args)
+    table = summarize(results)
+    bias = {} if args.no_bias else run_bias(args, results)
+    write_json_atomic(args.out / "study.json", {"arms": table, "bias": bias})
+    write_doc(args.doc, markdown(table, bias, args.quick))
+    print(markdown(table, bias, args.quick))
     print(f"wrote {args.out / 'study.json'} and {args.doc}")
     return table
 

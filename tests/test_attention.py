@@ -19,9 +19,9 @@ V, D, N = 12, 6, 5
 DECODERS = {"show_attend_tell": functools.partial(ShowAttendTell, penalty=1.0), "att2in": Att2in, "updown": UpDown}
 
 
-def make(name: str, dtype: torch.dtype = torch.float32):
+def make(name: str, dtype: torch.dtype = torch.float32, region_dim: int | None = None):
     torch.manual_seed(0)
-    return DECODERS[name](V, D, embed_dim=7, hidden_dim=9, attention_dim=8).to(dtype).eval()
+    return DECODERS[name](V, D, embed_dim=7, hidden_dim=9, attention_dim=8, region_dim=region_dim).to(dtype).eval()
 
 
 @pytest.mark.parametrize("name", sorted(DECODERS))
@@ -35,22 +35,41 @@ def test_attention_is_a_distribution_and_equal_regions_give_their_mean(name: str
     same = torch.randn(3, 1, D).expand(3, N, D).contiguous()  # every region equal
     _, state = decoder.step(torch.full((3,), START), decoder.init_state(same))
     torch.testing.assert_close(state["alpha"], torch.full((3, N), 1 / N))
-    context, _ = decoder.attention(same, decoder.attention.keys(same), torch.randn(3, 9))
+    context, _ = decoder.attention({"grid": same, "keys": decoder.attention.keys(same)}, torch.randn(3, 9))
     torch.testing.assert_close(context, same.mean(dim=1))
 
 
 def test_soft_attention_follows_the_query() -> None:
     att = SoftAttention(D, 4, 8)
     grid, query = torch.randn(2, N, D), torch.randn(2, 4)
-    context, weights = att(grid, att.keys(grid), query)
+    context, weights = att({"grid": grid, "keys": att.keys(grid)}, query)
     torch.testing.assert_close(context, torch.einsum("bn,bnd->bd", weights, grid))
-    _, other = att(grid, att.keys(grid), -query)
+    _, other = att({"grid": grid, "keys": att.keys(grid)}, -query)
     assert not torch.allclose(weights, other)  # the query changes where it looks
 
 
+def test_rows_indexing_their_images_equal_copied_regions_values_and_gradients() -> None:
+    """Decoding keeps one copy of each image's regions and gives every row (a beam) its image's index; that
+    must be exactly attention over a per-row copy of the regions, for values and for gradients (SCST)."""
+    att = SoftAttention(D, 4, 8).double()
+    grid = torch.randn(3, N, D, dtype=torch.float64, requires_grad=True)
+    image = torch.tensor([2, 0, 0, 1, 2, 2])  # beams of images 2, 0, 0, … in any order
+    query = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    indexed = att({"grid": grid, "keys": att.keys(grid)}, query, image)
+    copied = att({"grid": grid[image], "keys": att.keys(grid)[image]}, query)
+    for got, want in zip(indexed, copied):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    weights = torch.randn(6, D, dtype=torch.float64)
+    grads = [torch.autograd.grad((out[0] * weights).sum(), [grid, query, *att.parameters()])
+             for out in (indexed, copied)]
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("region_dim", [None, 4])
 @pytest.mark.parametrize("name", sorted(DECODERS))
-def test_teacher_forcing_equals_stepping_values_and_gradients(name: str) -> None:
-    decoder = make(name, torch.float64)
+def test_teacher_forcing_equals_stepping_values_and_gradients(name: str, region_dim: int | None) -> None:
+    decoder = make(name, torch.float64, region_dim)
     grid = torch.randn(3, N, D, dtype=torch.float64)
     tokens = torch.tensor([[START, 4, 5, 6, 7], [START, 8, 9, 0, 0], [START, 10, 0, 0, 0]])
     fast = decoder(grid, tokens)  # (B, T, V)
@@ -66,9 +85,10 @@ def test_teacher_forcing_equals_stepping_values_and_gradients(name: str) -> None
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("region_dim", [None, 4])
 @pytest.mark.parametrize("name", sorted(DECODERS))
-def test_beam_one_is_greedy_and_batched_beam_is_per_image_beam(name: str) -> None:
-    decoder = make(name)
+def test_beam_one_is_greedy_and_batched_beam_is_per_image_beam(name: str, region_dim: int | None) -> None:
+    decoder = make(name, region_dim=region_dim)
     grid = torch.randn(4, N, D)
     g, b1 = greedy(decoder, grid, max_len=7), beam_search(decoder, grid, beam_size=1, max_len=7)
     assert torch.equal(b1.tokens[:, 0], g.tokens)

@@ -1,5 +1,6 @@
 """scripts/hallucination_study.py --quick: an attention arm trained with cross-entropy, then SCST from its
-checkpoint, evaluated with CHAIR and binding errors, summarized over seeds; a finished run is not repeated."""
+checkpoint, evaluated with CHAIR and binding errors, summarized over seeds, then the co-occurrence-bias arm for
+the best model; a finished run is not repeated."""
 
 from __future__ import annotations
 
@@ -19,7 +20,11 @@ def test_quick_study_runs_both_objectives_and_resumes(tmp_path: Path) -> None:
     ce = json.loads((out / "updown/ce-seed0/metrics_test.json").read_text())
     scst_config = next((out / "updown/scst-seed0/lightning_logs").glob("version_*/config.yaml")).read_text()
     assert ce["checkpoint"] in scst_config and "SelfCritical" in scst_config  # SCST starts from the CE weights
-    assert "| updown | CE then SCST | 1 |" in (out / "hallucination.md").read_text()
+    doc = (out / "hallucination.md").read_text()
+    assert "| updown | CE then SCST | 1 |" in doc
+    bias = json.loads((out / "study.json").read_text())["bias"]  # the best model (the only one here) on biased data
+    assert set(bias) == {"updown"} and set(bias["updown"]) == {"natural", "cooccur"}
+    assert "| updown | cooccur |" in doc and "| updown | natural |" in doc
     stamp = (out / "updown/ce-seed0/metrics_test.json").stat().st_mtime
     study.main(["--quick", "--out", str(out), "--seeds", "0", "--models", "updown"])  # resumes: nothing rerun
     assert (out / "updown/ce-seed0/metrics_test.json").stat().st_mtime == stamp

@@ -25,3 +25,13 @@ def test_main_job_trains_captions_and_evaluates(tiny_shapes: Path, tmp_path: Pat
     printed = capsys.readouterr().out
     assert "Test split: 6 images" in printed and "Examples" in printed
     assert all(name in printed for name in ("Bleu_4", "ROUGE_L", "CIDEr", "CHAIRs", "CHAIRi"))
+
+
+def test_the_default_is_the_attention_captioner_and_the_lecture_model_is_one_flag() -> None:
+    main_job = load_script("main.py")
+    args, _ = main_job.parse_args([])
+    layers = [Path(c) for c in args.config]
+    assert all(layer.is_file() for layer in layers) and layers[0] == REPO / "configs/shapes.yaml"
+    assert "decoders/updown.yaml" in args.config[1] and "encoders/grid8.yaml" in args.config[2]
+    args, _ = main_job.parse_args(["--config", "configs/shapes.yaml"])  # the lecture's pooled model
+    assert args.config == ["configs/shapes.yaml"]

@@ -34,7 +34,8 @@ class Workload:
         decoder: ``lstm`` (the codebase's one-layer every-step-injection LSTM, with every lever measured), a
             registered block decoder (``rwkv``, ``mamba``, ``transformer``: one block of width ``hidden_dim``) or
             an attention decoder (``show_attend_tell``, ``att2in``, ``updown``: LSTMs of width ``hidden_dim``,
-            attention width ``hidden_dim``) over ``regions`` region features of width ``feature_dim``.
+            attention width ``hidden_dim``) over ``regions`` region features of width ``feature_dim``, projected
+            once per image to ``hidden_dim`` (``region_dim``, as ruotianluo's ``att_embed``).
         regions: Regions of the grid an attention decoder reads (49: a 7×7 feature map).
     """
 
@@ -126,7 +127,8 @@ def make_decoder(w: Workload, vocab_size: int, feature_dim: int) -> nn.Module:
         raise ValueError(f"unknown benchmark decoder {w.decoder!r}; choose one of {', '.join(DECODER_CHOICES)}")
     if w.attends:
         return DECODERS.build(dict(name=w.decoder, vocab_size=vocab_size, feature_dim=feature_dim,
-                                   embed_dim=w.embed_dim, hidden_dim=w.hidden_dim, attention_dim=w.hidden_dim))
+                                   embed_dim=w.embed_dim, hidden_dim=w.hidden_dim, attention_dim=w.hidden_dim,
+                                   region_dim=w.hidden_dim))
     return DECODERS.build(dict(name=w.decoder, vocab_size=vocab_size, feature_dim=feature_dim, d_model=w.hidden_dim,
                                num_layers=1))
 

@@ -22,12 +22,14 @@ same logits), and one vocabulary projection covers every position.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captioning.models.decoder import DECODERS
 from captioning.models.decoding import PAD
 
-State = dict[str, Tensor]
+Regions = dict[str, Tensor]  # per image: "grid" (B, N, D) and its attention "keys" (B, N, A)
+State = dict[str, "Tensor | Regions"]  # per row (R, ...), and the images' "regions"
 
 
 class SoftAttention(nn.Module):
@@ -50,11 +52,28 @@ class SoftAttention(nn.Module):
         """Region keys (B, N, A) of a grid (B, N, D)."""
         return self.key(grid)
 
-    def forward(self, grid: Tensor, keys: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
-        """Context (B, D) and weights (B, N) for a query (B, Q)."""
-        scores = self.score(torch.tanh(keys + self.query(query)[:, None, :])).squeeze(-1)  # (B, N)
+    def forward(self, regions: Regions, query: Tensor, image: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Context (R, D) and weights (R, N) for the queries (R, Q) of R rows.
+
+        Args:
+            regions: The images' ``grid`` (B, N, D) and ``keys`` (B, N, A).
+            query: One query per row (R, Q).
+            image: The image (R,) each row reads (decoding: beams and finished rows move, the regions stay);
+                ``None`` when row ``r`` is image ``r``.
+        """
+        grid, keys, q = regions["grid"], regions["keys"], self.query(query)[:, None, :]  # q: (R, 1, A)
+        if image is None:
+            hidden = torch.tanh(keys + q)  # (R, N, A)
+        else:  # the rows' keys are a fresh tensor: add and tanh in place (the keys are narrower than the grid)
+            hidden = keys.index_select(0, image).add_(q).tanh_()  # (R, N, A)
+        scores = self.score(hidden).squeeze(-1)  # (R, N)
         weights = scores.softmax(dim=-1)
-        return torch.bmm(weights[:, None, :], grid).squeeze(1), weights  # (B, D), (B, N)
+        if image is None:
+            return torch.bmm(weights[:, None, :], grid).squeeze(1), weights  # (R, D), (R, N)
+        n = grid.size(1)  # each row's context: a weighted sum of its image's regions, with no per-row copy
+        index = image[:, None] * n + torch.arange(n, device=image.device)  # (R, N) rows of grid viewed (B*N, D)
+        context = F.embedding_bag(index, grid.reshape(-1, grid.size(-1)), per_sample_weights=weights, mode="sum")
+        return context, weights  # (R, D), (R, N)
 
 
 def lstm_update(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -78,14 +97,18 @@ class AttentionDecoder(nn.Module):
         hidden_dim: Hidden width of the LSTM(s).
         attention_dim: Width of the attention layer.
         dropout: Dropout on embeddings and before the vocabulary projection.
+        region_dim: Project every region once per image to this width (a linear layer and a ReLU, as
+            ruotianluo's ``att_embed``) before attending; ``None`` attends the encoder's regions as they are.
     """
 
     needs_grid = True  # the captioner encodes images to their grid (B, N, D) for this decoder
 
     def __init__(self, vocab_size: int, feature_dim: int, embed_dim: int = 256, hidden_dim: int = 512,
-                 attention_dim: int = 512, dropout: float = 0.0) -> None:
+                 attention_dim: int = 512, dropout: float = 0.0, region_dim: int | None = None) -> None:
         super().__init__()
         self.feature_dim, self.hidden_dim = feature_dim, hidden_dim
+        self.region_dim = region_dim or feature_dim  # the width the attention and W_ih read
+        self.project = nn.Sequential(nn.Linear(feature_dim, region_dim), nn.ReLU()) if region_dim else None
         self.embed = nn.Embedding(vocab_size, embed_dim)
         self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(hidden_dim, vocab_size)  # W_hy
@@ -115,9 +138,19 @@ class AttentionDecoder(nn.Module):
         raise NotImplementedError
 
     def init_state(self, grid: Tensor) -> State:
-        """The state before ``<START>``: the grid and its keys (computed once per image), zero LSTM states."""
+        """The state before ``<START>``: the regions (the grid and its keys, computed once per image and never
+        copied per row: decoding passes the dict through), each row's ``image`` index, zero LSTM states."""
         self.check_grid(grid)
-        return self._start(grid)
+        return {**self._start(grid), "image": torch.arange(grid.size(0), device=grid.device)}
+
+    def _regions(self, grid: Tensor) -> Regions:
+        """The regions the rows attend (projected once per image with ``region_dim``) and their keys."""
+        grid = grid if self.project is None else self.project(grid)  # (B, N, region_dim)
+        return {"grid": grid, "keys": self.attention.keys(grid)}
+
+    def _attend(self, state: State, query: Tensor) -> tuple[Tensor, Tensor]:
+        """Context (R, D) and weights (R, N) of the rows' regions for their queries (R, Q)."""
+        return self.attention(state["regions"], query, state.get("image"))
 
     def step(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
         """Next-token logits (B, V) and the new state, for the previous tokens (B,)."""
@@ -127,7 +160,8 @@ class AttentionDecoder(nn.Module):
 
     def attend(self, grid: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """Teacher-forced logits (B, T, V) and attention weights (B, T, N) for input tokens (B, T)."""
-        state = self.init_state(grid)
+        self.check_grid(grid)
+        state = self._start(grid)  # row b is image b: the attention reads the regions with no index
         terms = self._word_terms(self.drop(self.embed(tokens)), state)  # (B, T, G): one product for all t
         hs, alphas = [], []
         for t in range(tokens.size(1)):
@@ -152,9 +186,9 @@ class _OneLSTMAttention(AttentionDecoder):
     :meth:`_advance`."""
 
     def __init__(self, vocab_size: int, feature_dim: int, embed_dim: int, hidden_dim: int, attention_dim: int,
-                 dropout: float) -> None:
-        super().__init__(vocab_size, feature_dim, embed_dim, hidden_dim, attention_dim, dropout)
-        self.attention = SoftAttention(feature_dim, hidden_dim, attention_dim)
+                 dropout: float, region_dim: int | None) -> None:
+        super().__init__(vocab_size, feature_dim, embed_dim, hidden_dim, attention_dim, dropout, region_dim)
+        self.attention = SoftAttention(self.region_dim, hidden_dim, attention_dim)
         self.w_xh = nn.Linear(embed_dim, 4 * hidden_dim)  # with the LSTM's bias
         self.w_hh = nn.Linear(hidden_dim, 4 * hidden_dim, bias=False)
 
@@ -163,8 +197,7 @@ class _OneLSTMAttention(AttentionDecoder):
 
     def _start(self, grid: Tensor) -> State:
         zeros = grid.new_zeros(grid.size(0), self.hidden_dim)  # (B, H)
-        return {"grid": grid, "keys": self.attention.keys(grid), "h": zeros, "c": zeros,
-                "alpha": grid.new_zeros(grid.shape[:2])}
+        return {"regions": self._regions(grid), "h": zeros, "c": zeros, "alpha": grid.new_zeros(grid.shape[:2])}
 
 
 @DECODERS.register("show_attend_tell")
@@ -179,18 +212,19 @@ class ShowAttendTell(_OneLSTMAttention):
     """
 
     def __init__(self, vocab_size: int, feature_dim: int, embed_dim: int = 256, hidden_dim: int = 512,
-                 attention_dim: int = 512, dropout: float = 0.0, gate: bool = True, penalty: float = 0.0) -> None:
-        super().__init__(vocab_size, feature_dim, embed_dim, hidden_dim, attention_dim, dropout)
+                 attention_dim: int = 512, dropout: float = 0.0, gate: bool = True, penalty: float = 0.0,
+                 region_dim: int | None = None) -> None:
+        super().__init__(vocab_size, feature_dim, embed_dim, hidden_dim, attention_dim, dropout, region_dim)
         self.config = dict(name="show_attend_tell", vocab_size=vocab_size, feature_dim=feature_dim,
                            embed_dim=embed_dim, hidden_dim=hidden_dim, attention_dim=attention_dim, dropout=dropout,
-                           gate=gate, penalty=penalty)
-        self.w_ih = nn.Linear(feature_dim, 4 * hidden_dim, bias=False)
+                           gate=gate, penalty=penalty, region_dim=region_dim)
+        self.w_ih = nn.Linear(self.region_dim, 4 * hidden_dim, bias=False)
         self.w_beta = nn.Linear(hidden_dim, 1) if gate else None
         self.lam = penalty
 
     def _advance(self, word_term: Tensor, state: State) -> tuple[Tensor, State]:
-        h, grid = state["h"], state["grid"]
-        z, alpha = self.attention(grid, state["keys"], h)  # (B, D), (B, N)
+        h = state["h"]
+        z, alpha = self._attend(state, h)  # (B, D), (B, N)
         if self.w_beta is not None:
             z = torch.sigmoid(self.w_beta(h)) * z
         h, c = lstm_update(word_term + self.w_hh(h) + self.w_ih(z), state["c"])
@@ -213,15 +247,15 @@ class Att2in(_OneLSTMAttention):
     """
 
     def __init__(self, vocab_size: int, feature_dim: int, embed_dim: int = 256, hidden_dim: int = 512,
-                 attention_dim: int = 512, dropout: float = 0.0) -> None:
-        super().__init__(vocab_size, feature_dim, embed_dim, hidden_dim, attention_dim, dropout)
+                 attention_dim: int = 512, dropout: float = 0.0, region_dim: int | None = None) -> None:
+        super().__init__(vocab_size, feature_dim, embed_dim, hidden_dim, attention_dim, dropout, region_dim)
         self.config = dict(name="att2in", vocab_size=vocab_size, feature_dim=feature_dim, embed_dim=embed_dim,
-                           hidden_dim=hidden_dim, attention_dim=attention_dim, dropout=dropout)
-        self.w_ih = nn.Linear(feature_dim, hidden_dim, bias=False)  # into the cell input g only
+                           hidden_dim=hidden_dim, attention_dim=attention_dim, dropout=dropout, region_dim=region_dim)
+        self.w_ih = nn.Linear(self.region_dim, hidden_dim, bias=False)  # into the cell input g only
 
     def _advance(self, word_term: Tensor, state: State) -> tuple[Tensor, State]:
-        h, grid = state["h"], state["grid"]
-        z, alpha = self.attention(grid, state["keys"], h)  # (B, D), (B, N)
+        h = state["h"]
+        z, alpha = self._attend(state, h)  # (B, D), (B, N)
         i, f, g, o = (word_term + self.w_hh(h)).chunk(4, dim=-1)  # (B, H) each
         h, c = lstm_update(torch.cat([i, f, g + self.w_ih(z), o], dim=-1), state["c"])  # z into g only
         return h, {**state, "h": h, "c": c, "alpha": alpha}
@@ -237,15 +271,15 @@ class UpDown(AttentionDecoder):
     """
 
     def __init__(self, vocab_size: int, feature_dim: int, embed_dim: int = 256, hidden_dim: int = 512,
-                 attention_dim: int = 512, dropout: float = 0.0) -> None:
-        super().__init__(vocab_size, feature_dim, embed_dim, hidden_dim, attention_dim, dropout)
+                 attention_dim: int = 512, dropout: float = 0.0, region_dim: int | None = None) -> None:
+        super().__init__(vocab_size, feature_dim, embed_dim, hidden_dim, attention_dim, dropout, region_dim)
         self.config = dict(name="updown", vocab_size=vocab_size, feature_dim=feature_dim, embed_dim=embed_dim,
-                           hidden_dim=hidden_dim, attention_dim=attention_dim, dropout=dropout)
-        g4 = 4 * hidden_dim
-        self.attention = SoftAttention(feature_dim, hidden_dim, attention_dim)
-        self.att_x, self.att_v = nn.Linear(embed_dim, g4), nn.Linear(feature_dim, g4, bias=False)
+                           hidden_dim=hidden_dim, attention_dim=attention_dim, dropout=dropout, region_dim=region_dim)
+        g4, d = 4 * hidden_dim, self.region_dim
+        self.attention = SoftAttention(d, hidden_dim, attention_dim)
+        self.att_x, self.att_v = nn.Linear(embed_dim, g4), nn.Linear(d, g4, bias=False)
         self.att_h2, self.att_hh = nn.Linear(hidden_dim, g4, bias=False), nn.Linear(hidden_dim, g4, bias=False)
-        self.lang_z, self.lang_h1 = nn.Linear(feature_dim, g4), nn.Linear(hidden_dim, g4, bias=False)
+        self.lang_z, self.lang_h1 = nn.Linear(d, g4), nn.Linear(hidden_dim, g4, bias=False)
         self.lang_hh = nn.Linear(hidden_dim, g4, bias=False)
 
     def _word_terms(self, x: Tensor, state: State) -> Tensor:
@@ -253,11 +287,12 @@ class UpDown(AttentionDecoder):
 
     def _start(self, grid: Tensor) -> State:
         zeros = grid.new_zeros(grid.size(0), self.hidden_dim)  # (B, H)
-        return {"grid": grid, "keys": self.attention.keys(grid), "mean_term": self.att_v(grid.mean(dim=1)),
+        regions = self._regions(grid)
+        return {"regions": regions, "mean_term": self.att_v(regions["grid"].mean(dim=1)),
                 "h1": zeros, "c1": zeros, "h2": zeros, "c2": zeros, "alpha": grid.new_zeros(grid.shape[:2])}
 
     def _advance(self, word_term: Tensor, state: State) -> tuple[Tensor, State]:
         h1, c1 = lstm_update(word_term + self.att_h2(state["h2"]) + self.att_hh(state["h1"]), state["c1"])
-        z, alpha = self.attention(state["grid"], state["keys"], h1)  # (B, D), (B, N)
+        z, alpha = self._attend(state, h1)  # (B, D), (B, N)
         h2, c2 = lstm_update(self.lang_z(z) + self.lang_h1(h1) + self.lang_hh(state["h2"]), state["c2"])
         return h2, {**state, "h1": h1, "c1": c1, "h2": h2, "c2": c2, "alpha": alpha}

@@ -18,6 +18,11 @@ PAD, START, END = Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.end_id
 
 
 class StepDecoder(Protocol):
+    """A decoder that decoding steps row by row. Its state maps names to per-row tensors (N, ...), which
+    decoding reorders as rows finish or beams move; an entry that is not a tensor (an attention decoder's
+    per-image regions, which rows address through their own per-row image index) is passed through as it is,
+    so it is never copied per beam or per step."""
+
     def init_state(self, v: Tensor) -> dict[str, Tensor]: ...
 
     def step(self, tokens: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -44,7 +49,8 @@ def _log_probs(logits: Tensor) -> Tensor:
 
 
 def _reorder(state: dict[str, Tensor], index: Tensor) -> dict[str, Tensor]:
-    return {k: t.index_select(0, index) for k, t in state.items()}
+    """The state's rows ``index``; entries that are not tensors (per-image data) pass through."""
+    return {k: t.index_select(0, index) if isinstance(t, Tensor) else t for k, t in state.items()}
 
 
 def _autoregress(decoder: StepDecoder, v: Tensor, max_len: int, choose) -> Captions:
@@ -211,7 +217,8 @@ def _step_live(decoder: StepDecoder, tokens: Tensor, state: dict[str, Tensor],
     out = logp.new_full((done.size(0), logp.size(1)), float("-inf"))  # (N, V)
     out[:, PAD] = 0.0
     out[live] = logp
-    return out, {key: _merge_rows(state[key], live, new[key]) for key in state}
+    return out, {key: _merge_rows(state[key], live, new[key]) if isinstance(new[key], Tensor) else new[key]
+                 for key in state}
 
 
 def _merge_rows(old: Tensor, live: Tensor, new: Tensor) -> Tensor:
