@@ -257,6 +257,18 @@ def test_highlight_marks_tokens_in_the_original_text() -> None:
                     '<mark class="object" title="in the image: cat">cat</mark>&lt;/b&gt;')
 
 
+def test_highlight_marks_a_colour_bound_to_the_wrong_object() -> None:
+    """The shapes binding error CHAIR cannot see: both shapes are in the scene, one word pair is not."""
+    chair = Chair([["circle"], ["square"]])
+    caption = "a red circle and a green circle"  # scene: a green circle and a red square
+    tokens = chair.tokens(caption)
+    mentions = [{"word": m.word, "category": m.category, "index": m.index, "length": m.length}
+                for m in chair.mentions(caption)]
+    html = highlight(caption, tokens, mentions, [], binding_errors=[["red", "circle"]])
+    assert html == ('a <mark class="binding" title="no object of this colour and category in the image: circle">'
+                    'red circle</mark> and a green <mark class="object" title="in the image: circle">circle</mark>')
+
+
 def test_gallery_command_on_batch_captioning_output(coco, tmp_path, capsys) -> None:
     lines = [{"image_id": 4, "file_name": WEIRD, "caption": CAPTIONS[4], "score": -1.5},
              {"image_id": 1, "file_name": "a.png", "caption": CAPTIONS[1], "score": -0.25}]

@@ -32,6 +32,7 @@ _STYLE = """body{font-family:sans-serif;margin:1.5em;background:#fafafa}
 .caption{font-size:1.15em;margin:0 0 .4em}
 mark.halluc{background:#ffb3b3;padding:0 .15em}
 mark.object{background:#c9f0c9;padding:0 .15em}
+mark.binding{background:#ffd18a;padding:0 .15em}
 .refs{color:#555;margin:.3em 0;padding-left:1.2em}
 table.scores td{padding:0 .6em 0 0;font-size:.9em}
 pre{background:#fff;border:1px solid #ddd;padding:.6em;white-space:pre-wrap}
@@ -76,6 +77,7 @@ class GalleryItem:
         tokens: ``chair.tokens(caption)`` when CHAIR ran (mention indices point into it), else ``None``.
         mentioned: Object mentions (``{"word", "category", "index"}``).
         hallucinated: The hallucinated subset of ``mentioned``.
+        binding_errors: ``(colour, category)`` pairs the caption names that its scene does not hold (shapes).
         attention: Per caption word, the attention decoder's weights over the grid's regions (row-major).
     """
 
@@ -88,16 +90,17 @@ class GalleryItem:
     mentioned: list[dict] = field(default_factory=list)
     hallucinated: list[dict] = field(default_factory=list)
     attention: list[list[float]] | None = None
+    binding_errors: list[list[str]] = field(default_factory=list)
 
     @classmethod
     def from_metrics(cls, entry: Mapping, image: Path, references: Sequence[str],
                      tokens: Sequence[str] | None, attention: list[list[float]] | None = None) -> GalleryItem:
         """An item from one ``per_image`` entry of METRICS.json (and the results row's attention maps)."""
-        skip = {"image_id", "caption", "mentioned", "hallucinated", "ground_truth"}
+        skip = {"image_id", "caption", "mentioned", "hallucinated", "ground_truth", "binding_pairs", "binding_errors"}
         scores = {k: v for k, v in entry.items() if k not in skip}
         return cls(entry["image_id"], entry["caption"], image, list(references), scores,
                    None if tokens is None else list(tokens), list(entry.get("mentioned", [])),
-                   list(entry.get("hallucinated", [])), attention)
+                   list(entry.get("hallucinated", [])), attention, [list(p) for p in entry.get("binding_errors", [])])
 
 
 def _token_offsets(text: str, tokens: Sequence[str]) -> list[int | None]:
@@ -112,8 +115,10 @@ def _token_offsets(text: str, tokens: Sequence[str]) -> list[int | None]:
 
 
 def highlight(caption: str, tokens: Sequence[str] | None, mentioned: Sequence[Mapping],
-              hallucinated: Sequence[Mapping]) -> str:
-    """The caption as escaped HTML with each mention wrapped in ``<mark>`` (class ``halluc`` or ``object``).
+              hallucinated: Sequence[Mapping], binding_errors: Sequence[Sequence[str]] = ()) -> str:
+    """The caption as escaped HTML with each mention wrapped in ``<mark>``: class ``halluc`` (the object is not
+    in the image), ``binding`` (it is, but not in the colour the word before it names: a pair of
+    ``binding_errors``) or ``object``.
 
     Mentions are located by their token index in ``tokens`` (``chair.tokens(caption)``) and span ``length``
     tokens (2 for merged phrases such as ``hot dog``). Where the tokenizer's text cannot be aligned with the
@@ -124,18 +129,25 @@ def highlight(caption: str, tokens: Sequence[str] | None, mentioned: Sequence[Ma
     text = caption if len(caption.lower()) == len(caption) else " ".join(tokens)
     offsets = _token_offsets(text, tokens)
     bad = {(m["index"], m["category"]) for m in hallucinated}
+    wrong = {tuple(p) for p in binding_errors}
     spans = []
     for m in mentioned:
         first, last = m["index"], min(m["index"] + m.get("length", 1), len(tokens)) - 1
         if 0 <= first <= last and offsets[first] is not None and offsets[last] is not None:
-            kind = "halluc" if (m["index"], m["category"]) in bad else "object"
+            colour = tokens[first - 1] if first > 0 else None
+            kind = ("halluc" if (first, m["category"]) in bad else
+                    "binding" if (colour, m["category"]) in wrong else "object")
+            if kind == "binding":  # the colour word is part of the error
+                first = first - 1 if offsets[first - 1] is not None else first
             spans.append((offsets[first], offsets[last] + len(tokens[last]), kind, m["category"]))
+    titles = {"halluc": "hallucinated: ", "binding": "no object of this colour and category in the image: ",
+              "object": "in the image: "}
     out, cursor = [], 0
     for start, end, kind, category in sorted(spans):
         if start < cursor:
             continue
         out.append(html.escape(text[cursor:start]))
-        title = ("hallucinated: " if kind == "halluc" else "in the image: ") + category
+        title = titles[kind] + category
         out.append(f'<mark class="{kind}" title="{html.escape(title)}">{html.escape(text[start:end])}</mark>')
         cursor = end
     out.append(html.escape(text[cursor:]))
@@ -167,10 +179,11 @@ def _item_html(item: GalleryItem, folder: Path) -> str:
     scores = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{_format(v)}</td></tr>"
                      for k, v in item.scores.items() if isinstance(v, (int, float)) or v is None)
     refs = "".join(f"<li>{html.escape(r)}</li>" for r in item.references)
+    caption = highlight(item.caption, item.tokens, item.mentioned, item.hallucinated, item.binding_errors)
     return (f'<div class="item" id="img{item.image_id}">'
             f'<img loading="lazy" src="{_image_src(item.image, folder)}" '
             f'alt="{html.escape(item.image.name, quote=True)}"><div>'
-            f'<p class="caption">{highlight(item.caption, item.tokens, item.mentioned, item.hallucinated)}</p>'
+            f'<p class="caption">{caption}</p>'
             f'<div>image {item.image_id} · {html.escape(item.image.name)}</div>'
             + _attention_html(item)
             + (f'<ol class="refs">{refs}</ol>' if refs else "")
@@ -185,6 +198,7 @@ def render_gallery(items: Sequence[GalleryItem], folder: Path, title: str = "cap
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{head}"
             f'<p>{len(items)} images. <mark class="halluc">hallucinated object</mark> '
+            f'<mark class="binding">colour bound to the wrong object</mark> '
             f'<mark class="object">object in the image</mark></p>\n{body}\n'
             + (_SCRIPT if any(item.attention for item in items) else "") + "\n</body></html>\n")
     return {folder / "index.html": page}
@@ -215,5 +229,7 @@ def gallery_items(rows: Sequence[ResultRow], images: Path, annotations: str | No
             item.tokens = chair.chair.tokens(r.caption)
             item.mentioned = mention_dicts(image.mentioned)
             item.hallucinated = mention_dicts(image.hallucinated) if instances else []
+            if chair.binding is not None:
+                item.binding_errors = [list(p) for p in chair.binding.per_image[r.image_id].errors]
         items.append(item)
     return items
