@@ -9,6 +9,7 @@ from typing import Iterable, Sequence
 
 from nltk.tokenize import TreebankWordTokenizer
 
+from captioning.metrics.treebank import split_tokens
 from captioning.metrics.vqa import clean_whitespace, normalize_answer, question_accuracy
 
 PAD, START, END, UNK = "<PAD>", "<START>", "<END>", "<UNK>"
@@ -25,7 +26,7 @@ def tokenize(text: str) -> list[str]:
 @lru_cache(maxsize=1 << 16)
 def _tokenize_cached(text: str) -> tuple[str, ...]:
     # Questions and captions repeat a lot (VQA: "what color is the ..."); the Treebank regexes are slow.
-    return tuple(_TOKENIZER.tokenize(text.lower().strip()))
+    return tuple(split_tokens(text.lower().strip(), _TOKENIZER))
 
 
 class Vocabulary:

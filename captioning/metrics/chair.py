@@ -35,6 +35,7 @@ from pathlib import Path
 from nltk.tokenize import NLTKWordTokenizer
 
 from captioning.metrics.singular import singularize_fixed, singularize_reference
+from captioning.metrics.treebank import split_tokens
 
 MODES = ("reference", "fixed")
 # Two-word phrases counted as one object word (merged after singularization, as in the reference).
@@ -186,7 +187,7 @@ class Chair:
 
     def tokens(self, caption: str) -> list[str]:
         """The lower-cased word tokens of ``caption``; mention indices point into this list."""
-        return [tok for sent in _SENTENCE_END.split(caption.lower()) for tok in _WORD_TOKENIZER.tokenize(sent)]
+        return [tok for sent in _SENTENCE_END.split(caption.lower()) for tok in split_tokens(sent, _WORD_TOKENIZER)]
 
     def _singular(self, token: str) -> str:
         return singularize_reference(token) if self.mode == "reference" else singularize_fixed(token, self._known)

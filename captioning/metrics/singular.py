@@ -17,6 +17,7 @@ tables below restate those facts. Quirks that matter for COCO objects:
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 # Entries whose suffixes are returned unchanged (note the glued pairs, as in Pattern 2.6).
 _UNINFLECTED = (
@@ -72,6 +73,7 @@ _PREPOSITIONS = frozenset(
 )
 
 
+@lru_cache(maxsize=1 << 16)  # pure, and called for every token of every reference: cache by word
 def singularize_reference(word: str) -> str:
     """The singular of ``word`` exactly as Pattern 2.6's ``singularize(word)`` returns it (quirks included).
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Hashable, Mapping, Sequence
+from functools import lru_cache
 
 # Tokens the toolkit drops after PTB tokenization (pycocoevalcap's
 # tokenizer/ptbtokenizer.py). The bracket names are upper case there while the
@@ -97,9 +98,17 @@ def tokenize(caption: str) -> list[str]:
     chunks = text.split()
     tokens: list[str] = []
     for index, chunk in enumerate(chunks):
-        following = " " + chunks[index + 1] if index + 1 < len(chunks) else ""
-        tokens.extend(_split_chunk(chunk, following))
-    return [tok for tok in (t.lower() for t in tokens) if tok not in PUNCTUATIONS]
+        # Only a period consults the next chunk (is "St." an abbreviation?); other chunks split the same
+        # wherever they stand, so the cache below sees each distinct word once.
+        following = " " + chunks[index + 1] if "." in chunk and index + 1 < len(chunks) else ""
+        tokens.extend(_chunk_tokens(chunk, following))
+    return tokens
+
+
+@lru_cache(maxsize=1 << 18)
+def _chunk_tokens(chunk: str, following: str) -> tuple[str, ...]:
+    """The kept lower-case tokens of one chunk (PTB split, punctuation dropped); cached: captions repeat words."""
+    return tuple(tok for tok in (t.lower() for t in _split_chunk(chunk, following)) if tok not in PUNCTUATIONS)
 
 
 def _split_chunk(chunk: str, following: str) -> list[str]:
