@@ -3,7 +3,8 @@
 Usage: ``python scripts/hallucination_study.py [--out runs/study] [--seeds 0 1] [--models …] [--no-scst] [--no-bias]
 [--doc docs/hallucination.md] [--quick]``
 
-Each model (a stack of configs on ``configs/shapes.yaml``) is trained with cross-entropy by the main job
+Each model (a stack of configs on ``configs/shapes.yaml``: pooled LSTMs, the attention decoders, and the pooled
+RWKV, Mamba and Transformer decoders) is trained with cross-entropy by the main job
 (``scripts/main.py``: train, caption the test split with beam 3, evaluate), then fine-tuned with SCST
 (``configs/scst.yaml``) from its cross-entropy checkpoint and evaluated the same way; every arm runs once per
 seed, all arms of one seed before the next. Pooled models train on the shapes schedule (12 epochs), attention
@@ -38,6 +39,11 @@ MODELS: dict[str, list[str]] = {  # name -> config layers on configs/shapes.yaml
     "show_attend_tell": ["configs/decoders/show_attend_tell.yaml", *GRID],
     "att2in": ["configs/decoders/att2in.yaml", *GRID],
     "updown": ["configs/decoders/updown.yaml", *GRID],
+    # The lecture's closing section: modern recurrences and the Transformer, reading the pooled v like the LSTM
+    # (configs/decoders/*.yaml, the shapes schedule).
+    "rwkv": ["configs/decoders/rwkv.yaml"],
+    "mamba": ["configs/decoders/mamba.yaml"],
+    "transformer": ["configs/decoders/transformer.yaml"],
 }
 METRICS = ("Bleu_4", "CIDEr", "CHAIRs", "CHAIRi", "binding_errors")
 QUICK = ["--data.init_args.num_train=64", "--data.init_args.num_val=16", "--data.init_args.num_test=16",
