@@ -15,6 +15,8 @@ recurrence through its own input matrix, as ``v`` does in the lecture's model::
 
 Everything that does not depend on the hidden state is computed once: the region keys ``W_k g`` once per
 image, the word terms ``W_xh x_t`` (and ``W_ih mean(g)`` for ``updown``) for all positions in one product.
+While decoding, the regions stay one copy per image: each row (a beam, a caption still decoding) carries its
+image's index, so beams and finished rows reorder small per-row states only.
 Teacher forcing then steps the recurrence with the same per-step function as decoding (so both give the
 same logits), and one vocabulary projection covers every position.
 """
@@ -72,7 +74,8 @@ class SoftAttention(nn.Module):
             return torch.bmm(weights[:, None, :], grid).squeeze(1), weights  # (R, D), (R, N)
         n = grid.size(1)  # each row's context: a weighted sum of its image's regions, with no per-row copy
         index = image[:, None] * n + torch.arange(n, device=image.device)  # (R, N) rows of grid viewed (B*N, D)
-        context = F.embedding_bag(index, grid.reshape(-1, grid.size(-1)), per_sample_weights=weights, mode="sum")
+        context = F.embedding_bag(index, grid.reshape(-1, grid.size(-1)), mode="sum",
+                                  per_sample_weights=weights.to(grid.dtype))  # autocast may leave them apart
         return context, weights  # (R, D), (R, N)
 
 
