@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
-from captioning.lab import charlm, gradflow, interpret, tasks, toy
+from captioning.lab import charlm, gradflow, interpret, modern, tasks, toy
 from captioning.lab.config import ConfigError, field_types, load_config
 from captioning.lab.render import format_table
 
@@ -37,6 +37,8 @@ EXPERIMENTS: dict[str, Experiment] = {
                             "char LM units that track strings, line position, indentation"),
     "tasks": Experiment(tasks.TasksConfig, tasks.run, tasks.QUICK,
                         "many-to-one classification and one-to-many generation"),
+    "modern": Experiment(modern.ModernConfig, modern.run, modern.QUICK,
+                         "LSTM vs RWKV vs Mamba vs Transformer: bits/char, cost vs length, decoding state"),
 }
 
 

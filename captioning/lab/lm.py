@@ -185,10 +185,11 @@ def random_batch(ids: Tensor, batch_size: int, length: int, generator: torch.Gen
 
 
 @torch.no_grad()
-def bits_per_char(model: CharLM, ids: Tensor, seq_len: int, batch_size: int = 64) -> float:
+def bits_per_char(model: nn.Module, ids: Tensor, seq_len: int, batch_size: int = 64) -> float:
     """Mean cross-entropy in bits of every character of ``ids`` after the first, in windows of ``seq_len``.
 
-    Each window starts from a zero state, as in training.
+    Each window starts from a zero state, as in training. ``model(ids)`` returns ``(logits, state)``: a
+    :class:`CharLM`, or a :class:`captioning.lab.seqmodels.DecoderLM`.
     """
     model.eval()
     n = (len(ids) - 1) // seq_len
