@@ -58,13 +58,13 @@ def selective_scan(delta: Tensor, a: Tensor, bm: Tensor, cm: Tensor, x: Tensor, 
         ``C_t · h_t`` (B, T, E) and the state after the sequence (B, E, N).
     """
     ys = []
-    for s in range(0, x.size(1), chunk):
-        d = delta[:, s : s + chunk]  # (B, L, E)
+    # split, not slices: a slice's backward writes a zero-filled gradient of the whole sequence per chunk
+    for d, xc, bc, cc in zip(*(t.split(chunk, dim=1) for t in (delta, x, bm, cm))):  # (B, L, ·) each
         decay = torch.exp(d[..., None] * a)  # (B, L, E, N)
-        drive = (d * x[:, s : s + chunk])[..., None] * bm[:, s : s + chunk, None, :]  # (B, L, E, N)
+        drive = (d * xc)[..., None] * bc[:, :, None, :]  # (B, L, E, N)
         acc_decay, acc = prefix_scan(decay, drive)
         hs = acc_decay * h[:, None] + acc  # (B, L, E, N)
-        ys.append(torch.einsum("blen,bln->ble", hs, cm[:, s : s + chunk]))
+        ys.append(torch.einsum("blen,bln->ble", hs, cc))
         h = hs[:, -1]
     return torch.cat(ys, dim=1), h  # (B, T, E), (B, E, N)
 

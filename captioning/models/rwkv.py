@@ -67,8 +67,10 @@ def wkv_parallel(w: Tensor, u: Tensor, k: Tensor, v: Tensor, chunk: int) -> Tens
     k, v = k.to(torch.promote_types(dtype, torch.float32)), v.to(torch.promote_types(dtype, torch.float32))
     w, u = w.to(k.dtype), u.to(k.dtype)
     state, outs = wkv_initial(k.size(0), k.size(2), k), []
-    for s in range(0, k.size(1), chunk):
-        out, state = wkv_chunk(w, u, k[:, s : s + chunk], v[:, s : s + chunk], *state)
+    # split, not slices: a slice's backward writes a zero-filled gradient of the whole sequence, and summing
+    # one per chunk made teacher forcing quadratic in length (docs/lab.md, `modern`)
+    for kc, vc in zip(k.split(chunk, dim=1), v.split(chunk, dim=1)):
+        out, state = wkv_chunk(w, u, kc, vc, *state)
         outs.append(out)
     return torch.cat(outs, dim=1)  # (B, T, C)
 
