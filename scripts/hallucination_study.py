@@ -7,7 +7,7 @@ Each model (a stack of configs on ``configs/shapes.yaml``: pooled LSTMs, the att
 RWKV, Mamba and Transformer decoders) is trained with cross-entropy by the main job
 (``scripts/main.py``: train, caption the test split with beam 3, evaluate), then fine-tuned with SCST
 (``configs/scst.yaml``) from its cross-entropy checkpoint and evaluated the same way; every arm runs once per
-seed, all arms of one seed before the next. Pooled models train on the shapes schedule (12 epochs), attention
+seed: per seed, every cross-entropy arm, then every SCST arm. Pooled models train on the shapes schedule (12 epochs), attention
 models on ``configs/schedules/attention.yaml`` (the main job's default). Then the co-occurrence-bias arm
 (``scripts/bias_experiment.py``: biased against natural training scenes, one debiased test split) runs for the
 model with the lowest cross-entropy CHAIRi and for the lecture's pooled model. The table (mean and spread over
@@ -93,21 +93,24 @@ def slug(name: str) -> str:
 
 
 def run_study(args: argparse.Namespace) -> dict:
-    """Every model × objective × seed, one seed at a time; returns ``{model: {objective: [metrics per seed]}}``."""
+    """Every model × objective × seed: per seed, every cross-entropy arm, then every SCST arm (so a study cut
+    short compares the families first); returns ``{model: {objective: [metrics per seed]}}``."""
     main_job = load_script("main")
     extra = [*QUICK, f"--data.init_args.root={args.out / 'shapes'}"] if args.quick else []
     results: dict = {name: {} for name in args.models}
     for seed in args.seeds:
+        ce = {}
         for name in args.models:
             start = time.perf_counter()
-            out = args.out / slug(name)
-            ce = run_arm(main_job, MODELS[name], out / f"ce-seed{seed}", seed, extra)
-            results[name].setdefault("cross-entropy", []).append(ce)
-            if not args.no_scst:
-                scst = run_arm(main_job, [*MODELS[name], "configs/scst.yaml"], out / f"scst-seed{seed}", seed,
-                               [*extra, f"--model.init_weights={ce['checkpoint']}"])
-                results[name].setdefault("CE then SCST", []).append(scst)
-            print(f"study: {name}, seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
+            ce[name] = run_arm(main_job, MODELS[name], args.out / slug(name) / f"ce-seed{seed}", seed, extra)
+            results[name].setdefault("cross-entropy", []).append(ce[name])
+            print(f"study: {name}, cross-entropy, seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
+        for name in [] if args.no_scst else args.models:
+            start = time.perf_counter()
+            scst = run_arm(main_job, [*MODELS[name], "configs/scst.yaml"], args.out / slug(name) / f"scst-seed{seed}",
+                           seed, [*extra, f"--model.init_weights={ce[name]['checkpoint']}"])
+            results[name].setdefault("CE then SCST", []).append(scst)
+            print(f"study: {name}, CE then SCST, seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
     return results
 
 
