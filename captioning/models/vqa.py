@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captioning.models.cells import build_rnn, check_cell, run_fused
-from captioning.models.film import FiLMFusion, coordinates, grid_side
+from captioning.models.film import FiLMFusion, unit_features
 from captioning.core.registry import Registry
 
 QUESTION_ENCODERS: Registry[nn.Module] = Registry("question encoder")
@@ -149,12 +149,7 @@ class AttentionFusion(nn.Module):
 
     def features(self, grid: Tensor) -> Tensor:
         """Normalized grid features (Q, N, Dg), with coordinates appended if configured → (Q, N, Dg[+2])."""
-        grid = F.normalize(grid, dim=-1) * grid.size(-1) ** 0.5  # unit mean square per component
-        if not self.coordinates:
-            return grid
-        side = grid_side(grid, "AttentionFusion(coordinates=True)")
-        coords = coordinates(side, grid.device, grid.dtype)  # (N, 2), row-major as the encoder flattens (h, w)
-        return torch.cat([grid, coords.expand(grid.size(0), -1, -1)], dim=-1)
+        return unit_features(grid, self.coordinates, "AttentionFusion(coordinates=True)")
 
     def forward(self, q: Tensor, v: Tensor, grid: Tensor | None = None) -> Tensor:
         """Fuses question vectors (Q, Dq) with their images' grids (Q, N, Dg) → (Q, F)."""
