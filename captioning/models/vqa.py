@@ -13,6 +13,10 @@
   by an element-wise product of tanh projections.
 * :class:`~captioning.models.film.FiLMFusion` (``film``) — the question scales and shifts the channels of
   residual convolution blocks over the grid (Perez et al. 2018), for questions relating two objects.
+* :class:`~captioning.models.relational.RelationalFusion` (``relational``) — several attention steps over the
+  grid, each led by its own word-attention summary of the question (:class:`QuestionWords`: which words from
+  the recurrent states, what to look for from local phrase features); the steps' attended features and their
+  differences are fused with the question, for questions relating two objects.
 * :class:`VQAModel` — encoder → fusion → classifier (an MLP over the answer vocabulary).
 """
 
@@ -26,6 +30,7 @@ from torch import Tensor, nn
 
 from captioning.models.cells import build_rnn, check_cell, run_fused
 from captioning.models.film import FiLMFusion, unit_features
+from captioning.models.relational import RelationalFusion
 from captioning.core.registry import Registry
 
 QUESTION_ENCODERS: Registry[nn.Module] = Registry("question encoder")
@@ -198,6 +203,7 @@ class AttentionFusion(nn.Module):
 
 
 FUSIONS.register("film")(FiLMFusion)  # question-conditioned convolutions over the grid (models/film.py)
+FUSIONS.register("relational")(RelationalFusion)  # multi-step attention led by the question's words
 
 
 class VQAModel(nn.Module):
