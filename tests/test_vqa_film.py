@@ -14,6 +14,7 @@ from captioning.inference.checkpoint import load_vqa
 from captioning.models.film import FiLM, FiLMFusion
 from captioning.models.vqa import FUSIONS
 from conftest import REPO, shapes_overrides
+from vqa_helpers import left_right_scenes, mirrored
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
@@ -47,27 +48,6 @@ def test_film_fusion_is_registered_and_checks_its_input() -> None:
         FiLMFusion(5, 0, 6, kernel_size=2)
 
 
-def _left_right_scenes(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Grids (n, 16, 2) of 4×4 scenes with object A (channel 0) and B (channel 1) in different columns."""
-    grid = torch.zeros(n, 4, 4, 2)  # (n, h, w, D)
-    for i in range(n):
-        col_a, col_b = torch.randperm(4, generator=generator)[:2].tolist()
-        row_a, row_b = torch.randint(0, 4, (2,), generator=generator).tolist()
-        grid[i, row_a, col_a, 0] = grid[i, row_b, col_b, 1] = 1.0
-    grid += 0.05 * torch.randn(grid.shape, generator=generator)
-    left = (grid[..., 0].sum(1).argmax(1) < grid[..., 1].sum(1).argmax(1)).long()  # (n,): is A left of B?
-    return grid.flatten(1, 2), left
-
-
-@pytest.fixture()
-def one_thread():
-    """Tiny tensors: one thread avoids the overhead of waking others (many times faster on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_trained_relation_answers_flip_when_the_scene_is_mirrored(one_thread) -> None:
     """A tiny FiLM model learns "is A left/right of B?" (question code: one-hot side) on 4×4 grids, and
     its answers on held-out scenes flip when the scene is mirrored left-right."""
@@ -77,7 +57,7 @@ def test_trained_relation_answers_flip_when_the_scene_is_mirrored(one_thread) ->
                                                                   nn.Linear(32, 2))})  # as VQAModel's classifier
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     for _ in range(150):
-        grid, left = _left_right_scenes(64, g)
+        grid, left = left_right_scenes(64, g)
         side = torch.randint(0, 2, (64,), generator=g)  # 0: "left of", 1: "right of"
         answer = left ^ side  # yes (1): A is left of B and "left of" was asked, or right of and "right of"
         logits = model["out"](fusion(nn.functional.one_hot(side, 2).float(), None, grid))
@@ -86,12 +66,11 @@ def test_trained_relation_answers_flip_when_the_scene_is_mirrored(one_thread) ->
         loss.backward()
         opt.step()
     model.eval()
-    grid, left = _left_right_scenes(200, g)
-    mirrored = grid.unflatten(1, (4, 4)).flip(2).flatten(1, 2)  # columns reversed
+    grid, left = left_right_scenes(200, g)
     ask_left = nn.functional.one_hot(torch.zeros(200, dtype=torch.long), 2).float()
     with torch.no_grad():
         said = model["out"](fusion(ask_left, None, grid)).argmax(-1)
-        said_mirrored = model["out"](fusion(ask_left, None, mirrored)).argmax(-1)
+        said_mirrored = model["out"](fusion(ask_left, None, mirrored(grid))).argmax(-1)
     assert (said == left).float().mean() > 0.95
     assert (said_mirrored != said).float().mean() > 0.95  # left of became right of
 

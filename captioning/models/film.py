@@ -36,6 +36,16 @@ def coordinates(side: int, device: torch.device | None = None, dtype: torch.dtyp
     return torch.stack([xx.flatten(), yy.flatten()], dim=-1)  # (N, 2)
 
 
+def unit_features(grid: Tensor, with_coordinates: bool, who: str) -> Tensor:
+    """Grid features (Q, N, Dg) L2-normalized and rescaled to unit mean square per component, with each
+    position's ``(x, y)`` appended if asked (then the grid must be square) → (Q, N, Dg[+2])."""
+    grid = F.normalize(grid, dim=-1) * grid.size(-1) ** 0.5
+    if not with_coordinates:
+        return grid
+    coords = coordinates(grid_side(grid, who), grid.device, grid.dtype)  # (N, 2)
+    return torch.cat([grid, coords.expand(grid.size(0), -1, -1)], dim=-1)
+
+
 def _channels_last(x: Tensor) -> Tensor:
     # Per-question maps are many and small: CPU (oneDNN) convolutions, bf16 ones above all, are several
     # times faster in channels-last layout, whose backward pass is otherwise pathologically slow.

@@ -13,26 +13,48 @@
   by an element-wise product of tanh projections.
 * :class:`~captioning.models.film.FiLMFusion` (``film``) — the question scales and shifts the channels of
   residual convolution blocks over the grid (Perez et al. 2018), for questions relating two objects.
+* :class:`~captioning.models.relational.RelationalFusion` (``relational``) — several attention steps over the
+  grid, each led by its own word-attention summary of the question (:class:`QuestionWords`: which words from
+  the recurrent states, what to look for from local phrase features); the steps' attended features and their
+  differences are fused with the question, for questions relating two objects.
 * :class:`VQAModel` — encoder → fusion → classifier (an MLP over the answer vocabulary).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captioning.models.cells import build_rnn, check_cell, run_fused
-from captioning.models.film import FiLMFusion, coordinates, grid_side
+from captioning.models.film import FiLMFusion, unit_features
+from captioning.models.relational import RelationalFusion
 from captioning.core.registry import Registry
 
 QUESTION_ENCODERS: Registry[nn.Module] = Registry("question encoder")
 FUSIONS: Registry[nn.Module] = Registry("fusion")
+PHRASE_WINDOW = 2  # a word and the one before it: "red circle", "blue square"
 
 QuestionEncoderFactory = Callable[[int], nn.Module]  # (question vocabulary size) -> question encoder
 FusionFactory = Callable[[int, int, int], nn.Module]  # (question dim, pooled image dim, grid dim) -> fusion
+
+
+class QuestionWords(NamedTuple):
+    """A question read word by word (for fusions with ``needs_words``).
+
+    Attributes:
+        states: The last recurrent layer's output at every token, (Q, T, H): each word in its left context.
+        phrases: With ``phrases``, each token's local phrase feature, (Q, T, H): the word and the one before,
+            context-free ("blue square" reads the same in "is there a blue square?" and "... of the blue
+            square?"); otherwise ``None``.
+        mask: True at real tokens, (Q, T).
+    """
+
+    states: Tensor
+    phrases: Tensor | None
+    mask: Tensor
 
 
 @QUESTION_ENCODERS.register("rnn")
@@ -46,32 +68,46 @@ class QuestionEncoder(nn.Module):
         cell: ``rnn_tanh``, ``rnn_relu``, ``lstm`` or ``gru``.
         num_layers: Stacked recurrent layers.
         dropout: Dropout on embeddings and between layers.
+        phrases: Also compute local phrase features (a width-2 convolution over the embeddings, ``tanh``,
+            ``hidden_dim`` wide) for :class:`QuestionWords`.
     """
 
     def __init__(self, vocab_size: int, embed_dim: int = 300, hidden_dim: int = 512, cell: str = "lstm",
-                 num_layers: int = 1, dropout: float = 0.0) -> None:
+                 num_layers: int = 1, dropout: float = 0.0, phrases: bool = False) -> None:
         super().__init__()
         self.config = dict(name="rnn", vocab_size=vocab_size, embed_dim=embed_dim, hidden_dim=hidden_dim,
-                           cell=check_cell(cell), num_layers=num_layers, dropout=dropout)
+                           cell=check_cell(cell), num_layers=num_layers, dropout=dropout, phrases=phrases)
         self.cell, self.out_dim = check_cell(cell), hidden_dim
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.drop = nn.Dropout(dropout)
         self.rnn = build_rnn(cell, embed_dim, hidden_dim, num_layers, dropout)
+        self.phrase = nn.Conv1d(embed_dim, hidden_dim, PHRASE_WINDOW) if phrases else None
 
-    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        """Question vectors.
+    def forward(self, tokens: Tensor, lengths: Tensor,
+                return_words: bool = False) -> Tensor | tuple[Tensor, QuestionWords]:
+        """Question vectors, and optionally the question word by word.
 
         Args:
             tokens: Right-padded token ids, (Q, T).
             lengths: Number of real tokens of each question, (Q,).
+            return_words: Also return every token's state (and phrase feature) with the padding mask.
 
         Returns:
-            The last layer's output at each question's last real token, (Q, H).
+            The last layer's output at each question's last real token, (Q, H); with ``return_words`` the pair
+            ``(q, QuestionWords)``.
         """
         x = self.drop(torch.tanh(self.embed(tokens)))  # (Q, T, E)
         out, _ = run_fused(self.cell, self.rnn, x)  # (Q, T, H); padding comes after, so it cannot leak in
-        last = (lengths - 1).clamp(min=0).to(out.device)
-        return out[torch.arange(out.size(0), device=out.device), last]  # (Q, H)
+        lengths = lengths.to(out.device)
+        q = out[torch.arange(out.size(0), device=out.device), (lengths - 1).clamp(min=0)]  # (Q, H)
+        if not return_words:
+            return q
+        mask = torch.arange(out.size(1), device=out.device) < lengths.unsqueeze(1)  # (Q, T)
+        phrases = None
+        if self.phrase is not None:  # left-padded: token t sees tokens t-1 and t only
+            window = F.pad(x.transpose(1, 2), (PHRASE_WINDOW - 1, 0))  # (Q, E, T + 1)
+            phrases = torch.tanh(self.phrase(window)).transpose(1, 2)  # (Q, T, H)
+        return q, QuestionWords(out, phrases, mask)
 
 
 @FUSIONS.register("product")
@@ -149,12 +185,7 @@ class AttentionFusion(nn.Module):
 
     def features(self, grid: Tensor) -> Tensor:
         """Normalized grid features (Q, N, Dg), with coordinates appended if configured → (Q, N, Dg[+2])."""
-        grid = F.normalize(grid, dim=-1) * grid.size(-1) ** 0.5  # unit mean square per component
-        if not self.coordinates:
-            return grid
-        side = grid_side(grid, "AttentionFusion(coordinates=True)")
-        coords = coordinates(side, grid.device, grid.dtype)  # (N, 2), row-major as the encoder flattens (h, w)
-        return torch.cat([grid, coords.expand(grid.size(0), -1, -1)], dim=-1)
+        return unit_features(grid, self.coordinates, "AttentionFusion(coordinates=True)")
 
     def forward(self, q: Tensor, v: Tensor, grid: Tensor | None = None) -> Tensor:
         """Fuses question vectors (Q, Dq) with their images' grids (Q, N, Dg) → (Q, F)."""
@@ -172,6 +203,7 @@ class AttentionFusion(nn.Module):
 
 
 FUSIONS.register("film")(FiLMFusion)  # question-conditioned convolutions over the grid (models/film.py)
+FUSIONS.register("relational")(RelationalFusion)  # multi-step attention led by the question's words
 
 
 class VQAModel(nn.Module):
@@ -180,7 +212,8 @@ class VQAModel(nn.Module):
     Args:
         encoder: Image encoder returning ``(v, grid)``.
         question_encoder: A built question encoder with ``out_dim``.
-        fusion: A built fusion module with ``out_dim`` and ``needs_grid``.
+        fusion: A built fusion module with ``out_dim`` and ``needs_grid``; one whose ``needs_words`` is true also
+            gets the question word by word (``words=``, a :class:`QuestionWords`).
         num_answers: Number of answer classes.
         hidden_dim: Width of the classifier's hidden layer.
         dropout: Dropout before each classifier layer.
@@ -207,8 +240,12 @@ class VQAModel(nn.Module):
             Logits over the answers, (Q, A).
         """
         v, grid = self.encoder(images, return_grid=self.fusion.needs_grid)  # (B, D), (B, N, Dg) | None
-        q = self.question_encoder(tokens, lengths)  # (Q, H)
-        fused = self.fusion(q, v[owner], None if grid is None else grid[owner])  # (Q, F)
+        grid = None if grid is None else grid[owner]  # (Q, N, Dg)
+        if getattr(self.fusion, "needs_words", False):  # fusions that read the question word by word
+            q, words = self.question_encoder(tokens, lengths, return_words=True)  # (Q, H), QuestionWords
+            fused = self.fusion(q, v[owner], grid, words=words)  # (Q, F)
+        else:
+            fused = self.fusion(self.question_encoder(tokens, lengths), v[owner], grid)  # (Q, F)
         return self.classifier(fused)  # (Q, A)
 
 
