@@ -4,7 +4,7 @@ Relation questions ("is the red circle to the left of the blue square?") need th
 apart and their positions compared. :class:`~captioning.models.vqa.AttentionFusion` derives all its glimpses
 from one question vector ``q``, which names both objects at once, and stays at chance on them.
 
-:class:`RelationalFusion` reads the question word by word (:class:`~captioning.models.vqa.QuestionWords`).
+:class:`RelationalFusion` reads the question word by word (:class:`~captioning.models.question_words.QuestionWords`).
 Step ``k`` weighs the words by ``beta_ki = softmax_i(w_k . h_i)`` over the recurrent states ``h_i`` (which
 know where a word stands in the question) and summarizes ``c_k = sum_i beta_ki phi_i``. With ``phrases``
 ``phi_i`` is the encoder's local phrase feature (the word and the one before it, context-free); otherwise the
@@ -23,15 +23,11 @@ Registered as the ``relational`` fusion in :data:`captioning.models.vqa.FUSIONS`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor, nn
 
 from captioning.models.film import unit_features
-
-if TYPE_CHECKING:
-    from captioning.models.vqa import QuestionWords
+from captioning.models.question_words import QuestionWords
 
 
 class RelationalFusion(nn.Module):

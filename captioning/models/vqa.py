@@ -22,7 +22,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from captioning.models.cells import build_rnn, check_cell, run_fused
 from captioning.models.film import FiLMFusion, unit_features
+from captioning.models.question_words import QuestionWords
 from captioning.models.relational import RelationalFusion
 from captioning.core.registry import Registry
 
@@ -39,22 +40,6 @@ PHRASE_WINDOW = 2  # a word and the one before it: "red circle", "blue square"
 
 QuestionEncoderFactory = Callable[[int], nn.Module]  # (question vocabulary size) -> question encoder
 FusionFactory = Callable[[int, int, int], nn.Module]  # (question dim, pooled image dim, grid dim) -> fusion
-
-
-class QuestionWords(NamedTuple):
-    """A question read word by word (for fusions with ``needs_words``).
-
-    Attributes:
-        states: The last recurrent layer's output at every token, (Q, T, H): each word in its left context.
-        phrases: With ``phrases``, each token's local phrase feature, (Q, T, H): the word and the one before,
-            context-free ("blue square" reads the same in "is there a blue square?" and "... of the blue
-            square?"); otherwise ``None``.
-        mask: True at real tokens, (Q, T).
-    """
-
-    states: Tensor
-    phrases: Tensor | None
-    mask: Tensor
 
 
 @QUESTION_ENCODERS.register("rnn")
