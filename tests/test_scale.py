@@ -54,3 +54,11 @@ def test_rehearsal_smoke_two_fractions(tmp_path: Path) -> None:
     assert (tmp_path / "scale.md").read_text() == markdown_table(report)
     with pytest.raises(ValueError, match="unknown stages"):
         rehearse(tmp_path, [0.001], ["nope"])
+
+
+def test_gather_stage_merges_two_ranks_in_a_fresh_process(tmp_path: Path) -> None:
+    """The two-rank gather (gloo, spawned) merges every val image once; the stage fails loudly otherwise."""
+    report = rehearse(tmp_path, [0.0005], ["val_metrics_5k", "gather_rows_2ranks"], log=lambda _: None)
+    for entry in report["stages"].values():
+        assert entry["seconds"]["0.0005"] >= 0 and entry["process_seconds"]["0.0005"] > entry["seconds"]["0.0005"]
+        assert entry["exponent"] is None  # one fraction: no slope

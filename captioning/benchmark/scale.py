@@ -21,7 +21,8 @@ from captioning.core.io import write_json_atomic, write_text_atomic
 from captioning.data.synthetic_coco import generate_synthetic_coco
 
 STAGE_NAMES = ("annotations_vocab", "datamodule_setup", "train_loader_epoch", "val_metrics_5k", "evaluate_40k_python",
-               "scst_document_frequencies", "caption_resume", "feature_cache")
+               "evaluate_40k_toolkit", "scst_document_frequencies", "gather_rows_2ranks", "caption_resume",
+               "feature_cache")
 BUDGETS = {"annotations_vocab": 30, "val_metrics_5k": 15, "evaluate_40k_python": 120, "scst_document_frequencies": 60}
 RSS_BUDGET_MIB, EXPONENT_BUDGET = 4096, 1.15
 

@@ -20,7 +20,7 @@ from captioning.data.vocab import Vocabulary
 
 NEEDS = {  # what a stage imports before its clock starts (the others are not loaded at all)
     "datamodule_setup": ["captioning.training.datamodules"], "train_loader_epoch": ["captioning.training.datamodules"],
-    "val_metrics_5k": ["captioning.metrics"], "scst_document_frequencies": ["captioning.training.scst"],
+    "val_metrics_5k": ["captioning.metrics"], "gather_rows_2ranks": ["torch.distributed"], "scst_document_frequencies": ["captioning.training.scst"],
     "caption_resume": ["captioning.inference.checkpoint", "captioning.models"],
     "feature_cache": ["captioning.inference.features", "captioning.data.features", "captioning.models"]}
 VAL_METRICS_IMAGES = 5_000  # at fraction 1.0; the stage scores 5,000 × fraction images
@@ -77,13 +77,55 @@ def val_metrics_5k(root: Path, work: Path, fraction: float) -> None:
     chair.evaluate(preds, chair.ground_truths(list(preds), categories, refs))
 
 
-def evaluate_40k_python(root: Path, work: Path, fraction: float) -> None:
-    """``captioning evaluate --backend python`` with CHAIR over every val image."""
+def _evaluate(root: Path, work: Path, backend: str) -> None:
     captions, instances, _ = _files(root, "val2014")
     subprocess.run([sys.executable, "-m", "captioning.cli.main", "evaluate", "--results",
                     str(root / "results_val2014.json"), "--annotations", str(captions), "--instances",
-                    str(instances), "--synonyms", "coco", "--backend", "python", "--output",
+                    str(instances), "--synonyms", "coco", "--backend", backend, "--output",
                     str(work / "METRICS.json")], check=True, stdout=subprocess.DEVNULL)
+
+
+def evaluate_40k_python(root: Path, work: Path, fraction: float) -> None:
+    """``captioning evaluate --backend python`` with CHAIR over every val image."""
+    _evaluate(root, work, "python")
+
+
+def evaluate_40k_toolkit(root: Path, work: Path, fraction: float) -> None:
+    """``captioning evaluate --backend pycocoevalcap`` (the COCO caption toolkit, Java) with CHAIR over every val image."""
+    _evaluate(root, work, "pycocoevalcap")
+
+
+def _gather_rank(rank: int, world_size: int, root: Path, init_file: Path, seconds) -> None:
+    import torch.distributed as dist
+
+    from captioning.training.distributed import gather_objects
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        refs, preds, categories = _predictions(root)
+        ids = sorted(preds)[rank::world_size]  # the distributed sampler's interleaved shard
+        rows = [{"image_id": i, "caption": preds[i], "references": refs[i], "categories": categories.get(i, [])}
+                for i in ids]
+        dist.barrier()
+        start = time.perf_counter()
+        merged = {row["image_id"]: row for row in gather_objects(rows, world_size)}  # as the validation hook
+        seconds[rank] = time.perf_counter() - start
+        assert len(merged) == len(preds), (len(merged), len(preds))
+    finally:
+        dist.destroy_process_group()
+
+
+def gather_rows_2ranks(root: Path, work: Path, fraction: float) -> float:
+    """The validation hook's gather of every val image's row (caption, references, categories) across 2 CPU
+    processes (gloo), then the merge by image; returns the slower rank's seconds for the gather and merge alone
+    (spawning the ranks and reading the files are in the process's time)."""
+    import torch.multiprocessing as mp
+
+    init_file = work / "gloo-init"
+    init_file.unlink(missing_ok=True)
+    seconds = mp.get_context("spawn").Manager().dict()
+    mp.spawn(_gather_rank, args=(2, root, init_file, seconds), nprocs=2, join=True)
+    return max(seconds.values())
 
 
 def scst_document_frequencies(root: Path, work: Path, fraction: float) -> None:
@@ -147,9 +189,10 @@ def feature_cache(root: Path, work: Path, fraction: float) -> None:
     assert sum(float(split.pooled(img.image_id)[0]) * 0 + 1 for img in val) == len(val)
 
 
-STAGES: dict[str, Callable[[Path, Path, float], None]] = {
+STAGES: dict[str, Callable[[Path, Path, float], float | None]] = {  # a stage may return its own timed work
     f.__name__: f for f in (annotations_vocab, datamodule_setup, train_loader_epoch, val_metrics_5k,
-                            evaluate_40k_python, scst_document_frequencies, caption_resume, feature_cache)}
+                            evaluate_40k_python, evaluate_40k_toolkit, scst_document_frequencies,
+                            gather_rows_2ranks, caption_resume, feature_cache)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,8 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     for module in NEEDS.get(stage, []):
         importlib.import_module(module)
     start = time.perf_counter()  # the stage's work, after the imports every stage shares
-    STAGES[stage](Path(root), Path(work), float(fraction))
-    print(f"STAGE_SECONDS {time.perf_counter() - start:.6f}")
+    own = STAGES[stage](Path(root), Path(work), float(fraction))
+    print(f"STAGE_SECONDS {time.perf_counter() - start if own is None else own:.6f}")
 
 
 if __name__ == "__main__":
