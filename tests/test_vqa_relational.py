@@ -79,6 +79,27 @@ def test_phrases_or_states_form_the_queries() -> None:
         _fusion()(q, None, grid, words=words._replace(phrases=None))
 
 
+def test_question_query_adds_the_whole_question_to_every_step() -> None:
+    grid = torch.randn(2, 4, 5)  # (Q, N = 2×2, Dg)
+    q, words = _words(QuestionEncoder(10, 4, 6, phrases=True).eval(), [[1, 4, 5, 2], [1, 6, 2, 0]])
+    torch.manual_seed(0)
+    fusion = _fusion(question_query=True)
+    with torch.no_grad():
+        fusion(q, None, grid, words=words)
+        led = fusion.last_weights  # (Q, K, N)
+        fusion.q_att.weight.zero_()  # W_qa = 0: the plain relational fusion, same weights otherwise
+        fusion(q, None, grid, words=words)
+        plain = fusion.last_weights
+    torch.manual_seed(0)
+    reference = _fusion()
+    reference.load_state_dict({k: v for k, v in fusion.state_dict().items() if not k.startswith("q_att")})
+    with torch.no_grad():
+        reference(q, None, grid, words=words)
+    torch.testing.assert_close(plain, reference.last_weights)
+    assert not torch.allclose(led, plain)
+    assert fusion.config["question_query"] and _fusion().q_att is None
+
+
 def test_relational_fusion_is_registered_and_checks_its_input() -> None:
     fusion = FUSIONS.build({"name": "relational", "question_dim": 6, "image_dim": 0, "grid_dim": 5, "steps": 2})
     assert isinstance(fusion, RelationalFusion) and fusion.needs_words and fusion.config["steps"] == 2

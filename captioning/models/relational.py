@@ -45,6 +45,9 @@ class RelationalFusion(nn.Module):
         chain: Step ``k``'s query also sees step ``k-1``'s attended feature (stacked attention).
         phrases: Form the queries from the encoder's phrase features (it must have ``phrases: true``) rather
             than from the recurrent states.
+        question_query: Add ``W_qa q`` (the whole question, as :class:`~captioning.models.vqa.AttentionFusion`'s
+            glimpses) to every step's query, so single-object questions ground before the word attention
+            sharpens.
     """
 
     needs_grid = True
@@ -52,18 +55,19 @@ class RelationalFusion(nn.Module):
 
     def __init__(self, question_dim: int, image_dim: int, grid_dim: int, fused_dim: int = 512,
                  attention_dim: int = 256, steps: int = 2, dropout: float = 0.0, counts: bool = True,
-                 chain: bool = True, phrases: bool = True) -> None:
+                 chain: bool = True, phrases: bool = True, question_query: bool = False) -> None:
         super().__init__()
         if steps < 2:
             raise ValueError(f"RelationalFusion: steps must be >= 2 (two objects to compare), got {steps}")
         self.config = dict(name="relational", question_dim=question_dim, image_dim=image_dim, grid_dim=grid_dim,
                            fused_dim=fused_dim, attention_dim=attention_dim, steps=steps, dropout=dropout,
-                           counts=counts, chain=chain, phrases=phrases)
+                           counts=counts, chain=chain, phrases=phrases, question_query=question_query)
         self.steps, self.counts, self.phrases = steps, counts, phrases
         feat_dim = grid_dim + 2  # grid feature + (x, y)
         self.word_score = nn.Linear(question_dim, steps, bias=False)  # w_k: one word attention per step
         self.c_att = nn.Linear(question_dim, steps * attention_dim)  # W_c^k for every step at once
         self.m_att = nn.Linear(feat_dim, attention_dim, bias=False) if chain else None
+        self.q_att = nn.Linear(question_dim, attention_dim, bias=False) if question_query else None
         self.g_att = nn.Linear(feat_dim, attention_dim)
         self.score = nn.Linear(attention_dim, 1)
         z_dim = steps * (feat_dim + (1 if counts else 0)) + (steps - 1) * feat_dim
@@ -107,6 +111,8 @@ class RelationalFusion(nn.Module):
             raise ValueError("RelationalFusion needs the encoder's grid and the question word by word")
         feats = unit_features(grid, True, "RelationalFusion")  # (Q, N, D)
         queries, word_weights = self.read_words(words)  # (Q, K, A), (Q, K, T)
+        if self.q_att is not None:
+            queries = queries + self.q_att(self.drop(q)).unsqueeze(1)  # the whole question leads every step
         m, s = self.attend(feats, self.g_att(feats), queries)  # (Q, K, D), (Q, K, N)
         self.last_weights, self.last_word_weights = s.softmax(dim=-1).detach(), word_weights.detach()
         parts = [m.flatten(1), (m[:, :-1] - m[:, 1:]).flatten(1)]  # (Q, K·D), (Q, (K-1)·D): the comparison
