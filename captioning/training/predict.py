@@ -8,19 +8,17 @@ captions to its own journal after each batch; at the end rank 0 merges the journ
 from __future__ import annotations
 
 import logging
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as L
-from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from captioning.inference.output import CaptionJob, Journal, make_error, make_row
 from captioning.inference.shard_output import ShardJob
 from captioning.training.predict_shards import ShardsDataModule, ShardWriter
+from captioning.training.prediction_writer import CountingWriter
 from captioning.data.images import image_loader
 from captioning.core.runtime import keep_freed_memory
 from captioning.inference.checkpoint import load_captioner
@@ -87,7 +85,7 @@ class ImagesDataModule(L.LightningDataModule):
         return image_loader(self.plan["pending"], self.image_size, self.batch_size, self.num_workers)
 
 
-class JournalWriter(BasePredictionWriter):
+class JournalWriter(CountingWriter):
     """Appends each batch's rows to this rank's journal; at the end rank 0 merges all journals.
 
     Args:
@@ -95,40 +93,25 @@ class JournalWriter(BasePredictionWriter):
     """
 
     def __init__(self, progress: bool = True) -> None:
-        super().__init__(write_interval="batch")
-        self.progress = progress
-        self.summary: dict | None = None
+        super().__init__(progress)
         self._journals: tuple[Journal, Journal] | None = None
-        self._bar: tqdm | None = None
-        self._start = 0.0
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         folder, rank = trainer.datamodule.job.journals, trainer.global_rank
         self._journals = (Journal(folder / f"rank{rank}.captions.jsonl"), Journal(folder / f"rank{rank}.errors.jsonl"))
-        if trainer.is_global_zero and self.progress:
-            self._bar = tqdm(total=len(trainer.datamodule.plan["pending"]), unit="img", desc="captioning",
-                             dynamic_ncols=True, smoothing=0.1)
-        self._start = time.perf_counter()
+        self.start(trainer, "captioning", len(trainer.datamodule.plan["pending"]))
 
     def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: dict,
                            batch_indices: Any, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         captions, errors = self._journals
         captions.write(prediction["rows"])
         errors.write(prediction["errors"])
-        if self._bar is not None:  # rank 0 sees its own share: scale by the number of processes
-            self._bar.update(min((len(prediction["rows"]) + len(prediction["errors"])) * trainer.world_size,
-                                 self._bar.total - self._bar.n))
+        self.count(trainer, prediction)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for journal in self._journals:
             journal.close()
-        if self._bar is not None:
-            self._bar.close()
-        trainer.strategy.barrier("captions-journaled")
-        if trainer.is_global_zero:
-            self.summary = trainer.datamodule.job.finish(trainer.datamodule.plan)
-            self.summary["seconds"] = time.perf_counter() - self._start
-        trainer.strategy.barrier("captions-merged")
+        self.finish(trainer, "captions-journaled")  # rank 0 merges the journals
 
 
 def caption_collection(job: CaptionJob | ShardJob, checkpoint: str | Path, options: DecodeOptions, batch_size: int = 64,

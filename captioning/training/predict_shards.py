@@ -8,17 +8,15 @@ as its last batch is decoded. Nothing is merged across ranks.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as L
-from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from captioning.data.shards import ShardImages
 from captioning.inference.shard_output import ShardJob
+from captioning.training.prediction_writer import CountingWriter
 
 
 class ShardsDataModule(L.LightningDataModule):
@@ -56,7 +54,7 @@ class ShardsDataModule(L.LightningDataModule):
                           num_workers=workers)
 
 
-class ShardWriter(BasePredictionWriter):
+class ShardWriter(CountingWriter):
     """Keeps each shard's rows until its last batch, then writes the shard's output; rank 0 sums up at the end.
 
     Args:
@@ -64,17 +62,11 @@ class ShardWriter(BasePredictionWriter):
     """
 
     def __init__(self, progress: bool = True) -> None:
-        super().__init__(write_interval="batch")
-        self.progress = progress
-        self.summary: dict | None = None
+        super().__init__(progress)
         self._open: dict[str, tuple[list[dict], list[dict]]] = {}
-        self._bar: tqdm | None = None
-        self._start = 0.0
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero and self.progress:
-            self._bar = tqdm(unit="img", desc="captioning shards", dynamic_ncols=True, smoothing=0.1)
-        self._start = time.perf_counter()
+        self.start(trainer, "captioning shards")
 
     def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: dict,
                            batch_indices: Any, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -83,16 +75,9 @@ class ShardWriter(BasePredictionWriter):
         errors.extend(prediction["errors"])
         if batch["shard_end"]:
             trainer.datamodule.job.write_shard(Path(batch["shard"]), *self._open.pop(batch["shard"]))
-        if self._bar is not None:  # rank 0 sees its own share: scale by the number of processes
-            self._bar.update((len(prediction["rows"]) + len(prediction["errors"])) * trainer.world_size)
+        self.count(trainer, prediction)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._bar is not None:
-            self._bar.close()
         if self._open:
             raise RuntimeError(f"shards read without their last batch: {sorted(self._open)}")
-        trainer.strategy.barrier("shards-written")
-        if trainer.is_global_zero:
-            self.summary = trainer.datamodule.job.finish(trainer.datamodule.plan)
-            self.summary["seconds"] = time.perf_counter() - self._start
-        trainer.strategy.barrier("shards-counted")
+        self.finish(trainer, "shards-written")
