@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from captioning.cli.vqa import vqa_cli_main
-from captioning.inference.checkpoint import load_vqa
 from captioning.models.film import FiLM, FiLMFusion
 from captioning.models.vqa import FUSIONS
-from conftest import REPO, shapes_overrides
-from vqa_helpers import left_right_scenes, mirrored
-
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+from vqa_helpers import assert_reloads_identically, fit_vqa_layer, left_right_scenes, mirrored
 
 
 def test_zero_question_code_leaves_the_features_unconditioned() -> None:
@@ -76,21 +70,10 @@ def test_trained_relation_answers_flip_when_the_scene_is_mirrored(one_thread) ->
 
 
 def test_film_config_smoke_fit_and_load_vqa_round_trip(tiny_shapes: Path, tmp_path: Path) -> None:
-    root = tmp_path / "shapes"
-    shutil.copytree(tiny_shapes, root)
-    cli = vqa_cli_main(["fit", "--config", str(REPO / "configs/vqa/shapes.yaml"),
-                        "--config", str(REPO / "configs/vqa/film.yaml"), *shapes_overrides(root),
-                        f"--trainer.default_root_dir={tmp_path}", "--trainer.fast_dev_run=1", *QUIET])
+    cli = fit_vqa_layer("configs/vqa/film.yaml", tiny_shapes, tmp_path)
     fusion = cli.model.model.fusion
     assert isinstance(fusion, FiLMFusion) and fusion.config["kernel_size"] == 1
     assert torch.isfinite(cli.trainer.logged_metrics["train/loss"])
     path = tmp_path / "film.ckpt"
     cli.trainer.save_checkpoint(path)
-    loaded = load_vqa(path)
-    assert loaded.meta["fusion"]["name"] == "film" and not loaded.model.training
-    batch = next(iter(cli.datamodule.val_dataloader()))
-    trained = cli.model.model.eval()
-    with torch.no_grad():
-        expected = trained(batch["image"], batch["tokens"], batch["lengths"], batch["owner"])
-        got = loaded.model(batch["image"], batch["tokens"], batch["lengths"], batch["owner"])
-    torch.testing.assert_close(got, expected)
+    assert assert_reloads_identically(cli, path).meta["fusion"]["name"] == "film"

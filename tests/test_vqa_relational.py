@@ -3,23 +3,18 @@ configs/vqa/relational.yaml."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from captioning.cli.vqa import vqa_cli_main
 from captioning.data.vocab import AnswerVocab, Vocabulary
 from captioning.inference.checkpoint import load_vqa, save_vqa
 from captioning.models import SmallCNN
 from captioning.models.relational import RelationalFusion
 from captioning.models.vqa import FUSIONS, QuestionEncoder, QuestionWords, VQAModel, build_vqa_model
-from conftest import REPO, shapes_overrides
-from vqa_helpers import left_right_scenes, mirrored
-
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+from vqa_helpers import assert_reloads_identically, fit_vqa_layer, left_right_scenes, mirrored
 
 
 def test_question_encoder_returns_states_phrases_and_mask() -> None:
@@ -171,11 +166,7 @@ def test_save_vqa_load_vqa_round_trip_gives_identical_logits(tmp_path: Path) -> 
 
 
 def test_relational_config_smoke_fits_one_batch(tiny_shapes: Path, tmp_path: Path) -> None:
-    root = tmp_path / "shapes"
-    shutil.copytree(tiny_shapes, root)
-    cli = vqa_cli_main(["fit", "--config", str(REPO / "configs/vqa/shapes.yaml"),
-                        "--config", str(REPO / "configs/vqa/relational.yaml"), *shapes_overrides(root),
-                        f"--trainer.default_root_dir={tmp_path}", "--trainer.fast_dev_run=1", *QUIET])
+    cli = fit_vqa_layer("configs/vqa/relational.yaml", tiny_shapes, tmp_path)
     model = cli.model.model
     assert isinstance(model.fusion, RelationalFusion) and model.fusion.config["steps"] == 3
     assert model.question_encoder.config["phrases"] is True  # the layer changes one option of the encoder ...
@@ -183,7 +174,4 @@ def test_relational_config_smoke_fits_one_batch(tiny_shapes: Path, tmp_path: Pat
     assert torch.isfinite(cli.trainer.logged_metrics["train/loss"])
     path = tmp_path / "relational.ckpt"
     cli.trainer.save_checkpoint(path)
-    batch = next(iter(cli.datamodule.val_dataloader()))
-    args = batch["image"], batch["tokens"], batch["lengths"], batch["owner"]
-    with torch.no_grad():
-        torch.testing.assert_close(load_vqa(path).model(*args), model.eval()(*args))
+    assert_reloads_identically(cli, path)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import torch
+
+from captioning.cli.vqa import vqa_cli_main
+from captioning.inference.checkpoint import load_vqa
+from conftest import REPO, shapes_overrides
 
 SIDE = 4  # the scenes are SIDE × SIDE grids
 
@@ -29,3 +36,25 @@ def left_right_scenes(n: int, generator: torch.Generator,
 def mirrored(grid: torch.Tensor) -> torch.Tensor:
     """The scenes of :func:`left_right_scenes` mirrored left-right (columns reversed), (n, 16, D)."""
     return grid.unflatten(1, (SIDE, SIDE)).flip(2).flatten(1, 2)
+
+
+def fit_vqa_layer(layer: str, tiny_shapes: Path, tmp_path: Path):
+    """One-batch fit (``fast_dev_run``) of ``configs/vqa/shapes.yaml`` with ``layer`` on a copy of the tiny
+    shapes set; returns the CLI (its model, trainer and data module)."""
+    root = tmp_path / "shapes"
+    shutil.copytree(tiny_shapes, root)
+    return vqa_cli_main(["fit", "--config", str(REPO / "configs/vqa/shapes.yaml"), "--config", str(REPO / layer),
+                         *shapes_overrides(root), f"--trainer.default_root_dir={tmp_path}",
+                         "--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false",
+                         "--trainer.enable_model_summary=false"])
+
+
+def assert_reloads_identically(cli, path: Path):
+    """``load_vqa(path)`` gives the trained model's logits on a validation batch; returns what it loaded."""
+    loaded = load_vqa(path)
+    batch = next(iter(cli.datamodule.val_dataloader()))
+    args = batch["image"], batch["tokens"], batch["lengths"], batch["owner"]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(*args), cli.model.model.eval()(*args))
+    assert not loaded.model.training
+    return loaded
