@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from matplotlib.ticker import NullLocator
+
 from captioning.lab.render import figure, save_figure
 
 COLOURS = {"lstm": "tab:blue", "rwkv": "tab:green", "mamba": "tab:orange", "transformer": "tab:red"}
@@ -46,6 +48,8 @@ def _cost_panels(results: dict, ax: Any) -> None:
               title="memory: saved for backward (o), peak RSS growth (x)")
     for a in ax:
         a.legend(fontsize=7)
+        a.set_xticks(lengths, [str(t) for t in lengths])  # the measured lengths, no overlapping minor labels
+        a.xaxis.set_minor_locator(NullLocator())
 
 
 def _decoding_panels(results: dict, ax: Any) -> None:
