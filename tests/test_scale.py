@@ -9,6 +9,7 @@ import pytest
 
 from captioning.benchmark.scale import fit_exponent, markdown_table, rehearse
 from captioning.data.coco import read_caption_file, read_instance_categories
+from captioning.data import synthetic_coco
 from captioning.data.synthetic_coco import category_names, generate_synthetic_coco, split_sizes
 
 
@@ -28,11 +29,19 @@ def test_generator_counts_and_coco_validity(tmp_path: Path) -> None:
     train = read_caption_file(tmp_path / "annotations/captions_train2014.json", tmp_path / "train2014")
     assert not {i.image_id for i in val} & {i.image_id for i in train}
     assert set(read_instance_categories(tmp_path / "annotations/instances_val2014.json")) == {i.image_id for i in val}
-    assert len(category_names()) == 80 and val[0].path.stat().st_nlink == 1 + sum(sizes.values())  # one shared file
+    assert len(category_names()) == 80 and val[0].path.stat().st_nlink == 1 + sizes["val2014"]  # one shared file
     results = json.loads((tmp_path / "results_val2014.json").read_text())
     assert [r["image_id"] for r in results] == [i.image_id for i in val]
     with pytest.raises(ValueError, match="fraction must be in"):
         split_sizes(1.5)
+
+
+def test_links_spread_over_copies_of_the_shared_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ext4 allows 65,000 links to one file: every LINKS_PER_FILE images get their own copy to link to."""
+    monkeypatch.setattr(synthetic_coco, "LINKS_PER_FILE", 30)
+    sizes = generate_synthetic_coco(tmp_path, 0.001)  # 83 train images: copies of 30, 30 and 23 links
+    links = sorted(p.stat().st_nlink - 1 for p in tmp_path.glob("shared_8x8_train2014_*.jpg"))
+    assert links == [23, 30, 30] and len(list((tmp_path / "train2014").iterdir())) == sizes["train2014"]
 
 
 def test_exponent_fit_recovers_power_laws() -> None:

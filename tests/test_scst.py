@@ -52,6 +52,33 @@ def test_training_statistics_are_cached_per_training_set(tmp_path: Path, monkeyp
         training_statistics(REFS[:1], cache)
 
 
+def test_statistics_leave_out_single_image_ngrams_and_cider_d_is_unchanged() -> None:
+    import random
+
+    from captioning.metrics.text import ngram_counts
+
+    rng = random.Random(0)
+    words = ["a", "red", "blue", "circle", "square", "and", "left", "of"] + [f"rare{i}" for i in range(40)]
+    refs = {i: [" ".join(rng.choices(words, k=rng.randint(3, 9))) for _ in range(3)] for i in range(30)}
+    hyps = {i: " ".join(rng.choices(words, k=rng.randint(3, 9))) for i in refs}
+    full: dict = {}
+    for group in refs.values():
+        for gram in {g for ref in group for g in ngram_counts(ref.split(), 4)}:
+            full[gram] = full.get(gram, 0) + 1
+    stats = CiderDStatistics.from_references(refs)
+    assert stats.document_frequency == {g: c for g, c in full.items() if c > 1}
+    assert 1 in full.values()  # the test's corpus does have single-image n-grams to leave out
+    unpruned = CiderDStatistics(full, stats.ref_len, 4)
+    assert cider_d(refs, hyps, stats=stats) == cider_d(refs, hyps, stats=unpruned)  # bit for bit
+
+
+def test_statistics_cache_round_trips_any_word(tmp_path: Path) -> None:
+    refs = [['caf\u00e9 "quoted" back\\slash', 'caf\u00e9 "quoted" back\\slash x']] * 2
+    written = training_statistics(refs, tmp_path / "df.json")
+    assert training_statistics(refs, tmp_path / "df.json") == written
+    assert ("caf\u00e9", '"quoted"', "back\\slash") in written.document_frequency
+
+
 def test_scst_fine_tunes_a_cross_entropy_checkpoint_from_config(tiny_shapes: Path, tmp_path: Path) -> None:
     common = [*shapes_overrides(tiny_shapes), "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
               "--trainer.enable_model_summary=false", "--trainer.log_every_n_steps=1"]

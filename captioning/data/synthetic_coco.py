@@ -3,12 +3,14 @@
 At fraction 1.0: 82,783 train and 40,504 val images, 5 captions each (8–20 words drawn from a Zipf law over a
 10,000-word vocabulary, with the names of some of the image's objects mixed in), instance files with the 80
 COCO categories (the CHAIR table's category words) and about 7 objects per image. Every image file is a
-**hard link to one shared 8×8 JPEG**, so the set costs inodes, not disk. ``results_<split>.json`` holds one
+**hard link to a shared 8×8 JPEG** (one copy per 50,000 links: ext4 allows 65,000 per file), so the set
+costs inodes, not disk. ``results_<split>.json`` holds one
 decoded-looking caption per image (for evaluation stages).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -21,6 +23,7 @@ from captioning.metrics.chair import TABLES, read_synonyms
 
 COCO2014 = {"train2014": 82_783, "val2014": 40_504}
 VOCAB_SIZE, ZIPF_EXPONENT, CAPTIONS_PER_IMAGE, OBJECTS_PER_IMAGE = 10_000, 1.1, 5, 7
+LINKS_PER_FILE = 50_000  # hard links to one shared JPEG (ext4's limit is 65,000)
 
 
 def split_sizes(fraction: float) -> dict[str, int]:
@@ -72,17 +75,26 @@ def _write_json(path: Path, data: dict | list) -> None:
         tmp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
 
 
-def _write_split(root: Path, split: str, n: int, first_id: int, rng: np.random.Generator, image: Path) -> None:
+def _link_images(folder: Path, names: list[str], jpeg: bytes) -> None:
+    """Every name a hard link to one shared copy of ``jpeg``, a new copy per :data:`LINKS_PER_FILE` names
+    (file systems cap the links to one file: ext4 at 65,000)."""
+    for start in range(0, len(names), LINKS_PER_FILE):
+        source = folder.parent / f"shared_8x8_{folder.name}_{start // LINKS_PER_FILE}.jpg"
+        source.write_bytes(jpeg)
+        for name in names[start:start + LINKS_PER_FILE]:
+            target = folder / name
+            if not target.exists():
+                os.link(source, target)
+
+
+def _write_split(root: Path, split: str, n: int, first_id: int, rng: np.random.Generator, jpeg: bytes) -> None:
     names = category_names()
     ids = list(range(first_id, first_id + n))
     objects = [rng.integers(0, len(names), size=max(1, int(k))) for k in rng.poisson(OBJECTS_PER_IMAGE, size=n)]
     folder = root / split
     folder.mkdir(parents=True, exist_ok=True)
     images = [{"id": i, "file_name": f"COCO_{split}_{i:012d}.jpg", "width": 8, "height": 8} for i in ids]
-    for img in images:
-        target = folder / img["file_name"]
-        if not target.exists():
-            os.link(image, target)
+    _link_images(folder, [img["file_name"] for img in images], jpeg)
     captions = _captions(rng, objects, names, CAPTIONS_PER_IMAGE)
     anns = [{"id": len(ids) * j + k + first_id * CAPTIONS_PER_IMAGE, "image_id": i, "caption": c}
             for k, (i, caps) in enumerate(zip(ids, captions)) for j, c in enumerate(caps)]
@@ -109,11 +121,11 @@ def generate_synthetic_coco(root: str | Path, fraction: float, seed: int = 0) ->
     root = Path(root)
     sizes = split_sizes(fraction)
     (root / "annotations").mkdir(parents=True, exist_ok=True)
-    image = root / "shared_8x8.jpg"
-    Image.new("RGB", (8, 8), (120, 80, 40)).save(image, quality=90)
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (120, 80, 40)).save(buffer, format="JPEG", quality=90)
     rng = np.random.default_rng(seed)
     first = 1
     for split, n in sizes.items():
-        _write_split(root, split, n, first, rng, image)
+        _write_split(root, split, n, first, rng, buffer.getvalue())
         first += n
     return sizes

@@ -27,12 +27,13 @@ class CiderDStatistics:
 
     Attributes:
         document_frequency: For each n-gram, the number of images whose
-            references (any of them) contain it.
+            references (any of them) contain it; n-grams of fewer than two
+            images may be left out (their idf is that of an unseen n-gram).
         ref_len: Natural log of the number of images of the corpus.
         n: Largest n-gram order counted.
     """
 
-    document_frequency: Mapping[tuple[str, ...], float]
+    document_frequency: Mapping[tuple[str, ...], float]  # counts (int, or float from older caches)
     ref_len: float
     n: int = 4
 
@@ -56,16 +57,19 @@ class CiderDStatistics:
             ValueError: If there are no images.
         """
         groups = references.values() if isinstance(references, Mapping) else references
-        frequency: dict[tuple[str, ...], float] = {}
+        frequency: dict[tuple[str, ...], int] = {}
+        words: dict[str, str] = {}  # one string per distinct word, shared by every n-gram tuple
         num_images = 0
         for refs in groups:
             num_images += 1
-            grams = {gram for ref in refs for gram in ngram_counts(ref.split(), n)}
+            grams = {gram for ref in refs for gram in ngram_counts([words.setdefault(w, w) for w in ref.split()], n)}
             for gram in grams:
-                frequency[gram] = frequency.get(gram, 0.0) + 1.0
+                frequency[gram] = frequency.get(gram, 0) + 1
         if num_images == 0:
             raise ValueError("cannot compute CIDEr-D statistics from zero images")
-        return cls(frequency, math.log(float(num_images)), n)
+        # An n-gram of a single image weighs as one of none (idf log(max(1, df)) = 0): most n-grams of a large
+        # corpus occur once, so they are not kept.
+        return cls({gram: count for gram, count in frequency.items() if count > 1}, math.log(float(num_images)), n)
 
 
 def cider_d(

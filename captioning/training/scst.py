@@ -13,6 +13,7 @@ Used from config (``configs/scst.yaml``): ``model.objective: captioning.training
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor
 
 from captioning.models.decoding import PAD, greedy, sample_with_grad
-from captioning.core.io import write_json_atomic
+from captioning.core.io import atomic_path
 from captioning.training.objectives import Objective
 from captioning.metrics import CiderDStatistics, tokenize
 from captioning.metrics.reward import cider_d_scores
@@ -42,10 +43,23 @@ def training_statistics(references: list[list[str]], cache: Path | None = None) 
             return CiderDStatistics(frequency, data["ref_len"], data["n"])
     stats = CiderDStatistics.from_references(references)
     if cache is not None:
-        write_json_atomic(cache, {"fingerprint": fingerprint, "ref_len": stats.ref_len, "n": stats.n,
-                                  "document_frequency": {" ".join(g): c for g, c in
-                                                         stats.document_frequency.items()}})
+        _write_statistics(cache, fingerprint, stats)
     return stats
+
+
+def _write_statistics(cache: Path, fingerprint: str, stats: CiderDStatistics) -> None:
+    """Writes the cache atomically, streaming the n-grams in chunks (millions of them on COCO: no second copy
+    of them, nor one JSON string of all, is held in memory)."""
+    encode = json.encoder.encode_basestring_ascii
+    items = iter(stats.document_frequency.items())
+    with atomic_path(cache) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(f'{{"fingerprint": {json.dumps(fingerprint)}, "ref_len": {json.dumps(stats.ref_len)}, '
+                f'"n": {stats.n}, "document_frequency": {{')
+        separator = ""
+        while chunk := list(itertools.islice(items, 100_000)):
+            f.write(separator + ", ".join(f"{encode(' '.join(gram))}: {count}" for gram, count in chunk))
+            separator = ", "
+        f.write("}}")
 
 
 class SelfCritical(Objective):
