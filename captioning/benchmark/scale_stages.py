@@ -134,7 +134,9 @@ def scst_document_frequencies(root: Path, work: Path, fraction: float) -> None:
 
     captions, _, images = _files(root, "train2014")
     references = [[_scored(c) for c in img.captions] for img in read_caption_file(captions, images)]
-    training_statistics(references, work / "cider_stats.json")
+    cache = work / "cider_stats.json"
+    cache.unlink(missing_ok=True)  # a previous run's cache would be read instead of computing the statistics
+    training_statistics(references, cache)
 
 
 def _tiny_checkpoint(path: Path) -> Path:
