@@ -1,7 +1,7 @@
 """The hallucination study: pooled vs attention captioners, cross-entropy vs SCST, on shapes (Rohrbach et al. 2018).
 
 Usage: ``python scripts/hallucination_study.py [--out runs/study] [--seeds 0 1] [--models …] [--no-scst] [--no-bias]
-[--doc docs/hallucination.md] [--quick]``
+[--doc docs/hallucination.md] [--quick] [--table-only]``
 
 Each model (a stack of configs on ``configs/shapes.yaml``: pooled LSTMs, the attention decoders, and the pooled
 RWKV, Mamba and Transformer decoders) is trained with cross-entropy by the main job
@@ -13,7 +13,7 @@ models on ``configs/schedules/attention.yaml`` (the main job's default). Then th
 model with the lowest cross-entropy CHAIRi and for the lecture's pooled model. The table (mean and spread over
 seeds) of BLEU-4, CIDEr, CHAIRs, CHAIRi and binding errors, and the bias table, go to ``OUT/study.json`` and,
 as Markdown, to ``--doc``. A run whose ``metrics_test.json`` (or ``captions_test.json``) exists is not
-repeated, so an interrupted study resumes. ``--quick`` runs every arm for a few steps on a tiny set (a smoke run: its numbers
+repeated, so an interrupted study resumes; ``--table-only`` runs nothing and tabulates what has finished. ``--quick`` runs every arm for a few steps on a tiny set (a smoke run: its numbers
 mean nothing) and writes its table under ``OUT`` only.
 """
 
@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-bias", action="store_true", help="skip the co-occurrence-bias arm")
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "hallucination.md", help="Markdown table")
     parser.add_argument("--quick", action="store_true", help="a few steps per arm on a tiny set (smoke run)")
+    parser.add_argument("--table-only", action="store_true",
+                        help="run nothing: tabulate the arms (and bias results) that have finished so far")
     args = parser.parse_args(argv)
     args.out = args.out or REPO / "runs" / ("study-quick" if args.quick else "study")
     if args.quick:
@@ -68,10 +70,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def run_arm(main_job, layers: list[str], out: Path, seed: int, extra: list[str]) -> dict:
-    """One main-job run (train, caption, evaluate) unless its metrics exist; returns its METRICS.json."""
+def run_arm(main_job, layers: list[str], out: Path, seed: int, extra: list[str]) -> dict | None:
+    """One main-job run (train, caption, evaluate) unless its metrics exist; returns its METRICS.json (None
+    for an unfinished arm when ``main_job`` is None: tabulating only)."""
     metrics = out / "metrics_test.json"
     if not metrics.is_file():
+        if main_job is None:
+            return None
         configs = [a for layer in ["configs/shapes.yaml", *layers] for a in ("--config", str(REPO / layer))]
         main_job.main([*configs, "--out", str(out), f"--seed_everything={seed}", "--examples", "0",
                        "--trainer.enable_progress_bar=false", *extra])
@@ -95,7 +100,7 @@ def slug(name: str) -> str:
 def run_study(args: argparse.Namespace) -> dict:
     """Every model × objective × seed: per seed, every cross-entropy arm, then every SCST arm (so a study cut
     short compares the families first); returns ``{model: {objective: [metrics per seed]}}``."""
-    main_job = load_script("main")
+    main_job = None if args.table_only else load_script("main")
     extra = [*QUICK, f"--data.init_args.root={args.out / 'shapes'}"] if args.quick else []
     results: dict = {name: {} for name in args.models}
     for seed in args.seeds:
@@ -103,13 +108,15 @@ def run_study(args: argparse.Namespace) -> dict:
         for name in args.models:
             start = time.perf_counter()
             ce[name] = run_arm(main_job, MODELS[name], args.out / slug(name) / f"ce-seed{seed}", seed, extra)
-            results[name].setdefault("cross-entropy", []).append(ce[name])
+            if ce[name] is not None:
+                results[name].setdefault("cross-entropy", []).append(ce[name])
             print(f"study: {name}, cross-entropy, seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
-        for name in [] if args.no_scst else args.models:
+        for name in [] if args.no_scst else [n for n in args.models if ce[n] is not None]:
             start = time.perf_counter()
             scst = run_arm(main_job, [*MODELS[name], "configs/scst.yaml"], args.out / slug(name) / f"scst-seed{seed}",
                            seed, [*extra, f"--model.init_weights={ce[name]['checkpoint']}"])
-            results[name].setdefault("CE then SCST", []).append(scst)
+            if scst is not None:
+                results[name].setdefault("CE then SCST", []).append(scst)
             print(f"study: {name}, CE then SCST, seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
     return results
 
@@ -186,7 +193,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     results = run_study(args)
     table = summarize(results)
-    bias = {} if args.no_bias else run_bias(args, results)
+    if args.table_only:
+        bias = {name: json.loads(path.read_text()) for name in MODELS
+                if (path := args.out / "bias" / slug(name) / "bias_results.json").is_file()}
+    else:
+        bias = {} if args.no_bias else run_bias(args, results)
     write_json_atomic(args.out / "study.json", {"arms": table, "bias": bias})
     write_doc(args.doc, markdown(table, bias, args.quick))
     print(markdown(table, bias, args.quick))

@@ -28,3 +28,9 @@ def test_quick_study_runs_both_objectives_and_resumes(tmp_path: Path) -> None:
     stamp = (out / "updown/ce-seed0/metrics_test.json").stat().st_mtime
     study.main(["--quick", "--out", str(out), "--seeds", "0", "--models", "updown"])  # resumes: nothing rerun
     assert (out / "updown/ce-seed0/metrics_test.json").stat().st_mtime == stamp
+    # --table-only runs nothing: an unfinished model (att2in) and seed (1) are left out, the bias results are read
+    table = study.main(["--quick", "--out", str(out), "--seeds", "0", "1", "--models", "updown", "att2in",
+                        "--table-only"])
+    assert set(table) == {"updown | cross-entropy", "updown | CE then SCST"} and not (out / "att2in").exists()
+    assert not (out / "updown/ce-seed1").exists() and table["updown | cross-entropy"]["seeds"] == 1
+    assert set(json.loads((out / "study.json").read_text())["bias"]) == {"updown"}
