@@ -122,7 +122,7 @@ def test_quick_run_measures_every_model_and_length(tmp_path: Path, capsys) -> No
     assert max(counts) < 1.2 * min(counts)  # about equal sizes
     for m in saved["models"]:
         assert math.isfinite(m["val_bpc"]) and m["val_bpc"] < saved["log2_vocab"], m["model"]
-        assert m["steps"] >= 1 and m["train_seconds"] >= cfg["budget_seconds"]
+        assert m["steps"] >= cfg["min_steps"] == 20 and m["train_seconds"] >= cfg["budget_seconds"]
         assert [r["length"] for r in m["training_cost"]] == cfg["lengths"]
         assert all(math.isfinite(v) for v in (m["exponents"]["time"], m["exponents"]["saved_bytes"]))
         assert [r["generated"] for r in m["generation"]] == cfg["generated"]

@@ -27,7 +27,7 @@ from captioning.lab.modern_plot import plot, tables
 from captioning.lab.seqmodels import MODELS, ModelShape, build_lm, count_parameters, train_for, width_for
 from captioning.lab.text import char_vocab, encode, load_corpus, split_text, unigram_bits
 
-QUICK = MappingProxyType({"params": 20_000, "budget_seconds": 2.0, "batch_size": 16, "seq_len": 64,
+QUICK = MappingProxyType({"params": 20_000, "budget_seconds": 2.0, "min_steps": 20, "batch_size": 16, "seq_len": 64,
                           "log_every": 5, "eval_chars": 4000, "lengths": (64, 128, 256, 512), "repeats": 1,
                           "generated": (1, 16, 100), "probe": 4, "flow_len": 64, "flow_batch": 4})  # --quick
 
@@ -42,6 +42,8 @@ class ModernConfig(ModelShape):
         models: Which of :data:`~captioning.lab.seqmodels.MODELS` to compare.
         params: Target parameter count; each model's width is chosen to come closest to it.
         budget_seconds: Wall-clock training time of every model.
+        min_steps: Steps every model takes even past the budget (0 for the full run; ``--quick`` takes 20, so
+            its smoke check does not depend on how busy the machine is).
         batch_size: Training sequences per step.
         seq_len: Characters per training sequence (and per held-out window).
         lr: Adam learning rate.
@@ -63,6 +65,7 @@ class ModernConfig(ModelShape):
     models: tuple[str, ...] = MODELS
     params: int = 200_000
     budget_seconds: float = 150.0
+    min_steps: int = 0
     batch_size: int = 32
     seq_len: int = 128
     lr: float = 3e-3
@@ -124,7 +127,7 @@ def study(cfg: ModernConfig, name: str, vocab_size: int, data: dict) -> dict:
     flow_init = input_gradient_norms(model, data["flow"])
     gen = torch.Generator().manual_seed(cfg.seed)
     history = train_for(model, data["train"], cfg.budget_seconds, cfg.batch_size, cfg.seq_len, cfg.lr, cfg.clip,
-                        cfg.log_every, gen)
+                        cfg.log_every, gen, cfg.min_steps)
     start = time.perf_counter()
     val_bpc = bits_per_char(model, data["val"], cfg.seq_len)
     eval_seconds = time.perf_counter() - start

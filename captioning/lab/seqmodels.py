@@ -122,8 +122,9 @@ def width_for(name: str, vocab_size: int, params: int, shape: ModelShape) -> int
 
 
 def train_for(model: DecoderLM, train_ids: Tensor, seconds: float, batch_size: int, seq_len: int, lr: float,
-              clip: float, log_every: int, generator: torch.Generator) -> list[dict]:
-    """Trains with Adam on random windows of ``seq_len`` characters until ``seconds`` of wall-clock time pass.
+              clip: float, log_every: int, generator: torch.Generator, min_steps: int = 0) -> list[dict]:
+    """Trains with Adam on random windows of ``seq_len`` characters until ``seconds`` of wall-clock time pass
+    and at least ``min_steps`` steps are done (so a smoke run on a busy machine still learns something).
 
     Every step is full backpropagation through the window (teacher forcing from the empty past). The budget
     is checked after each step, so the last step may end a little after it.
@@ -146,9 +147,10 @@ def train_for(model: DecoderLM, train_ids: Tensor, seconds: float, batch_size: i
         step += 1
         recent.append(loss.item() / math.log(2))
         elapsed = time.perf_counter() - start
-        if step % log_every == 0 or elapsed >= seconds:
+        done = elapsed >= seconds and step >= min_steps
+        if step % log_every == 0 or done:
             history.append({"step": step, "seconds": round(elapsed, 3), "train_bpc": sum(recent) / len(recent),
                             "tokens": step * batch_size * seq_len})
             recent = []
-        if elapsed >= seconds:
+        if done:
             return history
