@@ -13,7 +13,8 @@ models on ``configs/schedules/attention.yaml`` (the main job's default). Then th
 model with the lowest cross-entropy CHAIRi and for the lecture's pooled model. The table (mean and spread over
 seeds) of BLEU-4, CIDEr, CHAIRs, CHAIRi and binding errors, and the bias table, go to ``OUT/study.json`` and,
 as Markdown, to ``--doc``. A run whose ``metrics_test.json`` (or ``captions_test.json``) exists is not
-repeated, so an interrupted study resumes; ``--table-only`` runs nothing and tabulates what has finished. ``--quick`` runs every arm for a few steps on a tiny set (a smoke run: its numbers
+repeated, so an interrupted study resumes; ``--table-only`` runs nothing and tabulates what has finished.
+``--quick`` runs every arm for a few steps on a tiny set (a smoke run: its numbers
 mean nothing) and writes its table under ``OUT`` only.
 """
 

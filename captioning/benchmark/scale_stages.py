@@ -20,7 +20,8 @@ from captioning.data.vocab import Vocabulary
 
 NEEDS = {  # what a stage imports before its clock starts (the others are not loaded at all)
     "datamodule_setup": ["captioning.training.datamodules"], "train_loader_epoch": ["captioning.training.datamodules"],
-    "val_metrics_5k": ["captioning.metrics"], "gather_rows_2ranks": ["torch.distributed"], "scst_document_frequencies": ["captioning.training.scst"],
+    "val_metrics_5k": ["captioning.metrics"], "gather_rows_2ranks": ["torch.distributed"],
+    "scst_document_frequencies": ["captioning.training.scst"],
     "caption_resume": ["captioning.inference.checkpoint", "captioning.models"],
     "feature_cache": ["captioning.inference.features", "captioning.data.features", "captioning.models"]}
 VAL_METRICS_IMAGES = 5_000  # at fraction 1.0; the stage scores 5,000 × fraction images
@@ -91,7 +92,8 @@ def evaluate_40k_python(root: Path, work: Path, fraction: float) -> None:
 
 
 def evaluate_40k_toolkit(root: Path, work: Path, fraction: float) -> None:
-    """``captioning evaluate --backend pycocoevalcap`` (the COCO caption toolkit, Java) with CHAIR over every val image."""
+    """``captioning evaluate --backend pycocoevalcap`` (the COCO caption toolkit, Java) with CHAIR over every val
+    image."""
     _evaluate(root, work, "pycocoevalcap")
 
 
