@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.cli import LightningArgumentParser
 
 from captioning.training.datamodules import CaptionDataModule
 from captioning.training.captioning import CaptioningModule
+from captioning.training.cli import MachineAwareCLI
 from captioning.training.tracking import LogConfigToLoggers
 
 
-class CaptioningCLI(LightningCLI):
+class CaptioningCLI(MachineAwareCLI):
     """LightningCLI whose derived values (vocabulary, image size, CHAIR synonym table) are linked from the data
     module."""
 

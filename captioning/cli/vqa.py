@@ -15,7 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.cli import LightningArgumentParser
 
 from captioning.training.vqa_data import VQADataModule
 from captioning.data.vqa_files import VQAFileError, check_questions_match, read_annotations, read_questions, read_results
@@ -23,11 +23,12 @@ from captioning.core.io import write_json_atomic
 from captioning.inference.checkpoint import load_vqa
 from captioning.inference.output import errors_path, write_output
 from captioning.inference.vqa import AskItem, ask, read_questions_file
+from captioning.training.cli import MachineAwareCLI
 from captioning.training.vqa import VQAModule
 from captioning.metrics.vqa import vqa_accuracy
 
 
-class VQACLI(LightningCLI):
+class VQACLI(MachineAwareCLI):
     """LightningCLI whose derived values (question and answer vocabularies, image size) come from the data."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
