@@ -58,3 +58,15 @@ def test_coco_config_smoke_fit_on_coco_mini(layer: str | None, tmp_path: Path) -
     assert not any(p.requires_grad for p in cli.model.captioner.encoder.parameters())
     if layer:  # EfficientNet-Lite0's last feature map: 4×4 regions of 1280 channels at 128 px (7×7 at 224 px)
         assert cli.model.captioner.decoder.feature_dim == 1280
+
+
+@pytest.mark.parametrize("name", ["rwkv", "mamba", "transformer"])
+def test_block_decoder_grid_layer_smoke_fit(name: str, tiny_shapes: Path, tmp_path: Path) -> None:
+    layers = ["configs/shapes.yaml", f"configs/decoders/{name}.yaml", "configs/blocks/grid.yaml",
+              "configs/encoders/grid8.yaml", "configs/schedules/attention.yaml"]
+    cli = cli_main(["fit", *(a for layer in layers for a in ("--config", str(REPO / layer))),
+                    *shapes_overrides(tiny_shapes), f"--trainer.default_root_dir={tmp_path}", *SMOKE])
+    decoder = cli.model.captioner.decoder
+    assert decoder.config["name"] == name and decoder.config["grid"] and decoder.needs_grid
+    assert decoder.feature_dim == cli.model.captioner.encoder.grid_dim  # linked: the regions' width, not v's
+    assert torch.isfinite(cli.trainer.logged_metrics["train/loss"]) and "val/Bleu_4" in cli.trainer.logged_metrics

@@ -4,6 +4,7 @@ the Transformer's cache, fixed-size recurrent states, checkpoint round trips and
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -15,24 +16,35 @@ from captioning.cli.caption import main as caption_main
 from captioning.cli.fit import cli_main
 from captioning.data.vocab import Vocabulary
 from captioning.inference.checkpoint import load_captioner, save_captioner
-from captioning.models import DECODERS, Captioner, SmallCNN
+from captioning.models import DECODERS, SmallCNN
+from captioning.models.captioner import build_captioner, reads_grid
 from captioning.models.decoding import END, PAD, START, beam_search, greedy, sample
 from captioning.models.rwkv import NEG, wkv_initial, wkv_parallel, wkv_step
 from conftest import REPO, shapes_overrides
 
-V, D = 15, 8
+V, D, N = 15, 8, 5  # vocabulary, feature width, regions of a grid
 NAMES = ["rwkv", "mamba", "transformer"]
+# Every decoder reading the pooled v, then reading the region grid (grid: true).
+VARIANTS = [pytest.param(name, grid, id=f"{name}-{'grid' if grid else 'pooled'}")
+            for grid in (False, True) for name in NAMES]
 # Small chunks so that an 11-position sequence spans several chunks of the chunked scans.
 TINY = {"rwkv": dict(chunk_size=4), "mamba": dict(chunk_size=4, d_state=4), "transformer": dict(num_heads=2)}
 
 
-def build(name: str, d_model: int = 16, num_layers: int = 2, **extra) -> torch.nn.Module:
+def build(name: str, d_model: int = 16, num_layers: int = 2, grid: bool = False, **extra) -> torch.nn.Module:
+    heads = {} if name == "transformer" or not grid else dict(grid_heads=2)
     return DECODERS.build(dict(name=name, vocab_size=V, feature_dim=D, d_model=d_model, num_layers=num_layers,
-                               **TINY[name], **extra))
+                               grid=grid, **TINY[name], **heads, **extra))
 
 
-def batch(b: int = 3, t: int = 11, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
-    v = torch.randn(b, D, dtype=dtype)  # (B, D)
+def features(b: int, grid: bool = False, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Pooled features (B, D), or a grid of N regions (B, N, D)."""
+    return torch.randn(b, N, D, dtype=dtype) if grid else torch.randn(b, D, dtype=dtype)
+
+
+def batch(b: int = 3, t: int = 11, dtype: torch.dtype = torch.float64,
+          grid: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    v = features(b, grid, dtype)  # (B, D) or (B, N, D)
     tokens = torch.randint(4, V, (b, t))  # (B, T)
     tokens[:, 0] = START
     return v, tokens
@@ -48,13 +60,13 @@ def stepped(dec, v: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def state_numel(state: dict) -> int:
-    return sum(t.numel() for t in state.values())
+    return sum(t.numel() for t in state.values() if isinstance(t, torch.Tensor))  # per-image regions excluded
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_parallel_teacher_forcing_equals_stepping_values_and_gradients(name: str) -> None:
-    dec = build(name).double().eval()
-    v, tokens = batch()
+@pytest.mark.parametrize(("name", "grid"), VARIANTS)
+def test_parallel_teacher_forcing_equals_stepping_values_and_gradients(name: str, grid: bool) -> None:
+    dec = build(name, grid=grid).double().eval()
+    v, tokens = batch(grid=grid)
     parallel, step = dec(v, tokens), stepped(dec, v, tokens)
     torch.testing.assert_close(parallel, step, rtol=1e-10, atol=1e-10)  # fp64
     weights = torch.randn_like(parallel)
@@ -65,10 +77,10 @@ def test_parallel_teacher_forcing_equals_stepping_values_and_gradients(name: str
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10, msg=pname)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_no_logit_depends_on_a_later_token(name: str) -> None:
-    dec = build(name).double().eval()
-    v, tokens = batch()
+@pytest.mark.parametrize(("name", "grid"), VARIANTS)
+def test_no_logit_depends_on_a_later_token(name: str, grid: bool) -> None:
+    dec = build(name, grid=grid).double().eval()
+    v, tokens = batch(grid=grid)
     later = tokens.clone()
     later[:, 6:] = (later[:, 6:] + 1 - 4) % (V - 4) + 4  # every token from position 6 on changes
     a, b = dec(v, tokens), dec(v, later)
@@ -85,11 +97,38 @@ def test_image_enters_through_its_own_matrix(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_beam_one_equals_greedy_and_batched_beam_equals_per_image(name: str) -> None:
-    dec = build(name).eval()
+def test_grid_reads_the_regions_mean_through_w_ih_and_attends_a_distribution(name: str) -> None:
+    dec = build(name, grid=True).double().eval()
+    grid, tokens = batch(grid=True)
+    torch.testing.assert_close(dec.init_state(grid)["ctx"], dec.w_ih(grid.mean(dim=1)))
+    logits, alpha = dec.attend(grid, tokens)  # (B, T, V), (B, T, N)
+    assert alpha.shape == (3, 11, N) and (alpha >= 0).all()
+    torch.testing.assert_close(alpha.sum(dim=-1), torch.ones(3, 11, dtype=alpha.dtype))
+    moved = grid.clone()
+    moved[:, 0] += 1.0  # one region changes: the logits see it
+    assert not torch.allclose(dec(moved, tokens), logits)
+    with pytest.raises(ValueError, match=r"grid of region features \(B, N, 8\).*\(3, 8\)"):
+        dec(grid.mean(dim=1), tokens)  # a pooled v for a decoder that reads the grid
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_with_all_regions_equal_where_the_decoder_looks_does_not_matter(name: str) -> None:
+    dec = build(name, grid=True).double().eval()
+    _, tokens = batch()
+    grid = torch.randn(3, 1, D, dtype=torch.float64).expand(3, N, D)  # every region the same
+    before = dec(grid, tokens)
+    with torch.no_grad():
+        for attention in dec.regions:
+            attention.query.weight.normal_()  # other queries, other weights
+    torch.testing.assert_close(dec(grid, tokens), before, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(("name", "grid"), VARIANTS)
+def test_beam_one_equals_greedy_and_batched_beam_equals_per_image(name: str, grid: bool) -> None:
+    dec = build(name, grid=grid).eval()
     with torch.no_grad():
         dec.out.bias[END] += 2.0  # captions end at different lengths
-    v = torch.randn(5, D)
+    v = features(5, grid)
     g, b1 = greedy(dec, v, max_len=10), beam_search(dec, v, beam_size=1, max_len=10)
     assert torch.equal(b1.tokens[:, 0], g.tokens)
     torch.testing.assert_close(b1.scores[:, 0], g.scores)
@@ -105,18 +144,18 @@ def test_beam_one_equals_greedy_and_batched_beam_equals_per_image(name: str) -> 
     assert len(lengths) > 1  # beams ended at different steps: finished rows sat out some steps
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_sampling_runs_and_respects_the_vocabulary(name: str) -> None:
-    dec = build(name).eval()
-    out = sample(dec, torch.randn(4, D), max_len=8, generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize(("name", "grid"), VARIANTS)
+def test_sampling_runs_and_respects_the_vocabulary(name: str, grid: bool) -> None:
+    dec = build(name, grid=grid).eval()
+    out = sample(dec, features(4, grid), max_len=8, generator=torch.Generator().manual_seed(0))
     assert not ((out.tokens == START).any() or (out.tokens[:, 0] == PAD).any())
     assert torch.isfinite(out.scores).all()
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_a_tiny_model_overfits_two_images(name: str) -> None:
-    dec = build(name, d_model=32, num_layers=1)
-    v = torch.randn(2, D)
+@pytest.mark.parametrize(("name", "grid"), VARIANTS)
+def test_a_tiny_model_overfits_two_images(name: str, grid: bool) -> None:
+    dec = build(name, d_model=32, num_layers=1, grid=grid)
+    v = features(2, grid)
     captions = [[5, 6, 7, 8, END], [9, 10, 11, END, PAD]]  # different words, different lengths
     target = torch.tensor(captions)  # (2, 5)
     inputs = torch.cat([torch.full((2, 1), START), target[:, :-1]], dim=1)  # (2, 5)
@@ -131,9 +170,10 @@ def test_a_tiny_model_overfits_two_images(name: str) -> None:
     assert out[1, :4].tolist() == captions[1][:4]
 
 
-def test_transformer_cached_decoding_equals_recomputation() -> None:
-    dec = build("transformer").double().eval()
-    v = torch.randn(3, D, dtype=torch.float64)
+@pytest.mark.parametrize("grid", [False, True], ids=["pooled", "grid"])
+def test_transformer_cached_decoding_equals_recomputation(grid: bool) -> None:
+    dec = build("transformer", grid=grid).double().eval()
+    v = features(3, grid, torch.float64)
     tokens, state = torch.full((3, 1), START), dec.init_state(v)
     for _ in range(9):
         cached, state = dec.step(tokens[:, -1], state)  # (B, V)
@@ -144,9 +184,10 @@ def test_transformer_cached_decoding_equals_recomputation() -> None:
 
 
 @pytest.mark.parametrize("name", ["rwkv", "mamba"])
-def test_recurrent_state_size_is_fixed(name: str) -> None:
-    dec = build(name).eval()
-    state = dec.init_state(torch.randn(2, D))
+@pytest.mark.parametrize("grid", [False, True], ids=["pooled", "grid"])
+def test_recurrent_state_size_is_fixed(name: str, grid: bool) -> None:
+    dec = build(name, grid=grid).eval()
+    state = dec.init_state(features(2, grid))
     tokens = torch.full((2,), START)
     sizes = []
     with torch.no_grad():
@@ -156,7 +197,7 @@ def test_recurrent_state_size_is_fixed(name: str) -> None:
             if step in (1, 100):
                 sizes.append(state_numel(state))
     assert sizes[0] == sizes[1]
-    assert all(torch.isfinite(t).all() for t in state.values())
+    assert all(torch.isfinite(t).all() for t in state.values() if isinstance(t, torch.Tensor))
 
 
 def _naive_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -186,15 +227,18 @@ def test_wkv_is_stable_for_huge_keys_in_both_paths() -> None:
     assert (state[2] > NEG / 2).all()  # the running max is a real exponent after the first key
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_checkpoint_round_trip_gives_identical_captions(name: str, tmp_path: Path, tiny_shapes: Path) -> None:
+@pytest.mark.parametrize(("name", "grid"), VARIANTS)
+def test_checkpoint_round_trip_gives_identical_captions(name: str, grid: bool, tmp_path: Path,
+                                                        tiny_shapes: Path) -> None:
     encoder = SmallCNN(channels=(8, 16), out_dim=D, grid_size=2)
     vocab = Vocabulary.build(["a red blue green circle square triangle left right of the"])
-    model = Captioner(encoder, DECODERS.build(dict(name=name, vocab_size=len(vocab), feature_dim=D,
-                                                   d_model=16, num_layers=2, **TINY[name]))).eval()
+    factory = functools.partial(DECODERS.get(name), d_model=16, num_layers=2, grid=grid, **TINY[name])
+    assert reads_grid(factory) == grid
+    model = build_captioner(encoder, factory, len(vocab)).eval()
+    assert model.decoder.feature_dim == (16 if grid else D)  # the grid's width (last block) or out_dim
     ckpt = save_captioner(tmp_path / f"{name}.ckpt", model, vocab, image_size=32)
     loaded = load_captioner(ckpt)
-    assert loaded.meta["decoder"]["name"] == name
+    assert loaded.meta["decoder"]["name"] == name and loaded.meta["decoder"]["grid"] == grid
     images = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
         for beam in (1, 3):
@@ -206,6 +250,13 @@ def test_checkpoint_round_trip_gives_identical_captions(name: str, tmp_path: Pat
                   "--batch-size", "4", "--num-workers", "0", "--no-progress", "--beam-size", "2"])
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == len(list((tiny_shapes / "test").glob("*.png"))) and all("caption" in r for r in rows)
+    if grid:  # where each word looked: one distribution over the 2×2 regions per word
+        maps = tmp_path / "maps.jsonl"
+        caption_main(["--checkpoint", str(ckpt), "--images", str(tiny_shapes / "test"), "--output", str(maps),
+                      "--batch-size", "4", "--num-workers", "0", "--no-progress", "--attention"])
+        for row in map(json.loads, maps.read_text().splitlines()):
+            assert len(row["attention"]) == len(row["caption"].split())
+            assert all(len(w) == 4 and abs(sum(w) - 1) < 1e-3 for w in row["attention"])
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -96,9 +96,9 @@ def attention_maps(model: Captioner, grid: Tensor, out: Captions) -> list[list[l
     Raises:
         ValueError: if the decoder does not attend over regions.
     """
-    if not hasattr(model.decoder, "attend"):
+    if not (getattr(model.decoder, "needs_grid", False) and hasattr(model.decoder, "attend")):
         raise ValueError(f"the {model.decoder.config.get('name', 'rnn')} decoder has no attention maps "
-                         "(an attention decoder such as updown has)")
+                         "(an attention decoder such as updown, or a block decoder with grid: true, has)")
     tokens = out.tokens  # (B, T): words, <END>, <PAD>…
     inputs = torch.cat([torch.full_like(tokens[:, :1], START), tokens[:, :-1]], dim=1)  # (B, T)
     _, alphas = model.decoder.attend(grid, inputs)  # (B, T, N)

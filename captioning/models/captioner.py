@@ -65,9 +65,14 @@ def create_captioner(meta: dict, from_checkpoint: bool = True) -> Captioner:
 
 def reads_grid(decoder: Any) -> bool:
     """Whether a decoder, its class, or a factory of it (``functools.partial`` of the class, as configs build
-    them) attends over the region grid instead of reading the pooled ``v``."""
+    them, with its options) attends over the region grid instead of reading the pooled ``v``."""
+    keywords: dict = {}
     while isinstance(decoder, functools.partial):
+        keywords = {**decoder.keywords, **keywords}
         decoder = next((a for a in decoder.args if isinstance(a, type)), decoder.func)
+    option = getattr(decoder, "grid_option", None)  # a decoder class whose option decides (block decoders' grid)
+    if isinstance(decoder, type) and option in keywords:
+        return bool(keywords[option])
     return bool(getattr(decoder, "needs_grid", False))
 
 

@@ -15,6 +15,13 @@ INJECTIONS = ("every_step", "init_state", "first_token")
 DECODERS: Registry[nn.Module] = Registry("decoder")  # name -> decoder class; each has init_state/step/config
 
 
+def check_grid(name: str, feature_dim: int, grid: Tensor) -> None:
+    """Raises a clear error for anything but a grid of region features (B, N, feature_dim)."""
+    if grid.dim() != 3 or grid.size(-1) != feature_dim:
+        raise ValueError(f"{name} decoder reads a grid of region features (B, N, {feature_dim}), got a tensor "
+                         f"of shape {tuple(grid.shape)}")
+
+
 @DECODERS.register("rnn")
 class RNNDecoder(nn.Module):
     """Word-level RNN/LSTM/GRU decoder conditioned on a pooled image feature ``v``.

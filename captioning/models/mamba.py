@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captioning.models.blocks import BlockDecoder, State
+from captioning.models.blocks import BlockDecoder, Regions, State
 from captioning.models.decoder import DECODERS
 
 
@@ -139,7 +139,7 @@ class MambaDecoder(BlockDecoder):
 
     Args:
         vocab_size: Number of words including the special tokens (linked from the data).
-        feature_dim: Width of the pooled image feature ``v`` (linked from the encoder).
+        feature_dim: Width of the pooled image feature ``v``, or of a region with ``grid`` (linked from the encoder).
         d_model: Width of the residual stream and the embeddings.
         num_layers: Mamba blocks.
         d_state: SSM state size N per channel.
@@ -147,24 +147,27 @@ class MambaDecoder(BlockDecoder):
         expand: Inner width over ``d_model``.
         chunk_size: Positions per chunk of the teacher-forced scan.
         dropout: Dropout on inputs, block outputs and before the vocabulary projection.
+        grid: Read the region grid, attending over it after every block (:class:`BlockDecoder`).
+        grid_heads: Heads of that attention.
     """
 
     def __init__(self, vocab_size: int, feature_dim: int, d_model: int = 256, num_layers: int = 2,
                  d_state: int = 16, d_conv: int = 4, expand: int = 2, chunk_size: int = 32,
-                 dropout: float = 0.0) -> None:
-        super().__init__(vocab_size, feature_dim, d_model, dropout)
+                 dropout: float = 0.0, grid: bool = False, grid_heads: int = 4) -> None:
+        super().__init__(vocab_size, feature_dim, d_model, dropout, num_layers, grid, grid_heads)
         self.config = dict(name="mamba", vocab_size=vocab_size, feature_dim=feature_dim, d_model=d_model,
                            num_layers=num_layers, d_state=d_state, d_conv=d_conv, expand=expand,
-                           chunk_size=chunk_size, dropout=dropout)
+                           chunk_size=chunk_size, dropout=dropout, grid=grid, grid_heads=grid_heads)
         self.blocks = nn.ModuleList(MambaBlock(d_model, d_state, d_conv, expand, chunk_size, dropout)
                                     for _ in range(num_layers))
 
-    def mix(self, x: Tensor, ctx: Tensor) -> Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x  # (B, T, C)
+    def mix(self, x: Tensor, ctx: Tensor, regions: Regions | None) -> tuple[Tensor, Tensor | None]:
+        alpha = None
+        for i, block in enumerate(self.blocks):
+            x, alpha = self.read_regions(i, block(x), regions)
+        return x, alpha  # (B, T, C), (B, T, N) | None
 
-    def initial_state(self, ctx: Tensor) -> State:
+    def initial_state(self, ctx: Tensor, regions: Regions | None) -> State:
         c = self.config
         b, n, inner = ctx.size(0), c["num_layers"], c["expand"] * c["d_model"]
         dtype = torch.promote_types(ctx.dtype, torch.float32)
@@ -175,6 +178,8 @@ class MambaDecoder(BlockDecoder):
         convs, hs = [], []
         for i, block in enumerate(self.blocks):
             x, conv, h = block.step(x, state["conv"][:, i], state["ssm"][:, i])
+            x, alpha = self.read_regions(i, x, state.get("regions"), state.get("image"))
             convs.append(conv)
             hs.append(h)
-        return x, {"conv": torch.stack(convs, dim=1), "ssm": torch.stack(hs, dim=1)}
+        new = {"conv": torch.stack(convs, dim=1), "ssm": torch.stack(hs, dim=1)}
+        return x, new if alpha is None else {**new, "alpha": alpha}

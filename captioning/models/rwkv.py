@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captioning.models.blocks import BlockDecoder, State
+from captioning.models.blocks import BlockDecoder, Regions, State
 from captioning.models.decoder import DECODERS
 
 NEG = -1e30  # "log of zero" for the empty past: finite, so no inf - inf appears in values or gradients
@@ -159,28 +159,33 @@ class RWKVDecoder(BlockDecoder):
 
     Args:
         vocab_size: Number of words including the special tokens (linked from the data).
-        feature_dim: Width of the pooled image feature ``v`` (linked from the encoder).
+        feature_dim: Width of the pooled image feature ``v``, or of a region with ``grid`` (linked from the encoder).
         d_model: Width of the residual stream and the embeddings.
         num_layers: RWKV blocks.
         ffn_mult: Channel-mixing hidden width over ``d_model``.
         chunk_size: Positions per chunk of the teacher-forced WKV.
         dropout: Dropout on inputs, block outputs and before the vocabulary projection.
+        grid: Read the region grid, attending over it after every block (:class:`BlockDecoder`).
+        grid_heads: Heads of that attention.
     """
 
     def __init__(self, vocab_size: int, feature_dim: int, d_model: int = 256, num_layers: int = 2,
-                 ffn_mult: int = 4, chunk_size: int = 16, dropout: float = 0.0) -> None:
-        super().__init__(vocab_size, feature_dim, d_model, dropout)
+                 ffn_mult: int = 4, chunk_size: int = 16, dropout: float = 0.0, grid: bool = False,
+                 grid_heads: int = 4) -> None:
+        super().__init__(vocab_size, feature_dim, d_model, dropout, num_layers, grid, grid_heads)
         self.config = dict(name="rwkv", vocab_size=vocab_size, feature_dim=feature_dim, d_model=d_model,
-                           num_layers=num_layers, ffn_mult=ffn_mult, chunk_size=chunk_size, dropout=dropout)
+                           num_layers=num_layers, ffn_mult=ffn_mult, chunk_size=chunk_size, dropout=dropout,
+                           grid=grid, grid_heads=grid_heads)
         self.blocks = nn.ModuleList(RWKVBlock(d_model, ffn_mult * d_model, chunk_size, dropout, i / num_layers)
                                     for i in range(num_layers))
 
-    def mix(self, x: Tensor, ctx: Tensor) -> Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x  # (B, T, C)
+    def mix(self, x: Tensor, ctx: Tensor, regions: Regions | None) -> tuple[Tensor, Tensor | None]:
+        alpha = None
+        for i, block in enumerate(self.blocks):
+            x, alpha = self.read_regions(i, block(x), regions)
+        return x, alpha  # (B, T, C), (B, T, N) | None
 
-    def initial_state(self, ctx: Tensor) -> State:
+    def initial_state(self, ctx: Tensor, regions: Regions | None) -> State:
         b, c, n = ctx.size(0), ctx.size(1), len(self.blocks)
         aa, bb, pp = wkv_initial(b * n, c, ctx)
         zeros = ctx.new_zeros(b, n, c)  # (B, L, C)
@@ -192,5 +197,7 @@ class RWKVDecoder(BlockDecoder):
         layers = []
         for i, block in enumerate(self.blocks):
             x, new = block.step(x, {key: state[key][:, i] for key in keys})
+            x, alpha = self.read_regions(i, x, state.get("regions"), state.get("image"))
             layers.append(new)
-        return x, {key: torch.stack([s[key] for s in layers], dim=1) for key in keys}  # (B, L, C) each
+        new = {key: torch.stack([s[key] for s in layers], dim=1) for key in keys}  # (B, L, C) each
+        return x, new if alpha is None else {**new, "alpha": alpha}

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captioning.models.blocks import BlockDecoder, State
+from captioning.models.blocks import BlockDecoder, Regions, State
 from captioning.models.decoder import DECODERS
 
 
@@ -81,38 +81,44 @@ class TransformerDecoder(BlockDecoder):
 
     Args:
         vocab_size: Number of words including the special tokens (linked from the data).
-        feature_dim: Width of the pooled image feature ``v`` (linked from the encoder).
+        feature_dim: Width of the pooled image feature ``v``, or of a region with ``grid`` (linked from the encoder).
         d_model: Width of the residual stream and the embeddings.
         num_layers: Transformer blocks.
-        num_heads: Attention heads per block.
+        num_heads: Attention heads per block (and of the region attention with ``grid``).
         ffn_mult: MLP hidden width over ``d_model``.
         dropout: Dropout on inputs, block outputs, attention weights and before the vocabulary projection.
+        grid: Read the region grid, attending over it after every block (:class:`BlockDecoder`): the memory
+            a Transformer decoder cross-attends.
     """
 
     def __init__(self, vocab_size: int, feature_dim: int, d_model: int = 256, num_layers: int = 2,
-                 num_heads: int = 4, ffn_mult: int = 4, dropout: float = 0.0) -> None:
-        super().__init__(vocab_size, feature_dim, d_model, dropout)
+                 num_heads: int = 4, ffn_mult: int = 4, dropout: float = 0.0, grid: bool = False) -> None:
+        super().__init__(vocab_size, feature_dim, d_model, dropout, num_layers, grid, num_heads)
         self.config = dict(name="transformer", vocab_size=vocab_size, feature_dim=feature_dim, d_model=d_model,
-                           num_layers=num_layers, num_heads=num_heads, ffn_mult=ffn_mult, dropout=dropout)
+                           num_layers=num_layers, num_heads=num_heads, ffn_mult=ffn_mult, dropout=dropout,
+                           grid=grid)
         self.blocks = nn.ModuleList(TransformerBlock(d_model, num_heads, ffn_mult * d_model, dropout)
                                     for _ in range(num_layers))
 
     def _positions(self, start: int, n: int, like: Tensor) -> Tensor:
         return sinusoid(torch.arange(start, start + n, device=like.device), like.size(-1)).to(like.dtype)
 
-    def mix(self, x: Tensor, ctx: Tensor) -> Tensor:
+    def mix(self, x: Tensor, ctx: Tensor, regions: Regions | None) -> tuple[Tensor, Tensor | None]:
         h = torch.cat([ctx[:, None].to(x.dtype), x], dim=1)  # (B, 1 + T, C): the image first
         h = h + self._positions(0, h.size(1), h)
-        for block in self.blocks:
-            h, _, _ = block(h)
-        return h[:, 1:]  # (B, T, C): the image position predicts nothing
+        alpha = None
+        for i, block in enumerate(self.blocks):
+            h, alpha = self.read_regions(i, block(h)[0], regions)
+        # the image position predicts nothing: (B, T, C), (B, T, N) | None
+        return h[:, 1:], None if alpha is None else alpha[:, 1:]
 
-    def initial_state(self, ctx: Tensor) -> State:
+    def initial_state(self, ctx: Tensor, regions: Regions | None) -> State:
         """Runs the image prefix through every block; the cache then holds one position."""
         h = (ctx + self._positions(0, 1, ctx))[:, None]  # (B, 1, C)
         keys, values = [], []
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             h, k, v = block(h)
+            h, _ = self.read_regions(i, h, regions)
             keys.append(k)
             values.append(v)
         return {"keys": torch.stack(keys, dim=1), "values": torch.stack(values, dim=1)}  # (B, L, heads, 1, hd)
@@ -122,6 +128,8 @@ class TransformerDecoder(BlockDecoder):
         keys, values = [], []
         for i, block in enumerate(self.blocks):
             h, k, v = block.step(h, state["keys"][:, i], state["values"][:, i])
+            h, alpha = self.read_regions(i, h, state.get("regions"), state.get("image"))
             keys.append(k)
             values.append(v)
-        return h, {"keys": torch.stack(keys, dim=1), "values": torch.stack(values, dim=1)}
+        new = {"keys": torch.stack(keys, dim=1), "values": torch.stack(values, dim=1)}
+        return h, new if alpha is None else {**new, "alpha": alpha}
