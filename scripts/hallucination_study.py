@@ -1,7 +1,7 @@
 """The hallucination study: pooled vs attention captioners, cross-entropy vs SCST, on shapes (Rohrbach et al. 2018).
 
 Usage: ``python scripts/hallucination_study.py [--out runs/study] [--seeds 0 1] [--models …] [--no-scst] [--no-bias]
-[--doc docs/hallucination.md] [--quick] [--table-only]``
+[--doc docs/hallucination.md] [--record docs/hallucination_study.json] [--quick] [--table-only]``
 
 Each model (a stack of configs on ``configs/shapes.yaml``: pooled LSTMs, the attention decoders, and the pooled
 RWKV, Mamba and Transformer decoders) is trained with cross-entropy by the main job
@@ -12,8 +12,9 @@ models on ``configs/schedules/attention.yaml`` (the main job's default). Then th
 (``scripts/bias_experiment.py``: biased against natural training scenes, one debiased test split) runs for the
 model with the lowest cross-entropy CHAIRi and for the lecture's pooled model. The table (mean and spread over
 seeds) of BLEU-4, CIDEr, CHAIRs, CHAIRi and binding errors, and the bias table, go to ``OUT/study.json`` and,
-as Markdown, to ``--doc``. A run whose ``metrics_test.json`` (or ``captions_test.json``) exists is not
-repeated, so an interrupted study resumes; ``--table-only`` runs nothing and tabulates what has finished.
+as Markdown, to ``--doc``. A run whose ``metrics_test.json`` exists, or that ``--record`` (``docs/hallucination_study.json``,
+committed: per arm the metrics and the machine) holds, is not repeated, so an interrupted study resumes, on
+this machine or another; ``--table-only`` runs nothing and tabulates what has finished.
 ``--quick`` runs every arm for a few steps on a tiny set (a smoke run: its numbers
 mean nothing) and writes its table under ``OUT`` only.
 """
@@ -64,24 +65,65 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a few steps per arm on a tiny set (smoke run)")
     parser.add_argument("--table-only", action="store_true",
                         help="run nothing: tabulate the arms (and bias results) that have finished so far")
+    parser.add_argument("--record", type=Path, default=REPO / "docs" / "hallucination_study.json",
+                        help="every finished arm's metrics, kept across machines (an arm recorded here is not rerun)")
     args = parser.parse_args(argv)
     args.out = args.out or REPO / "runs" / ("study-quick" if args.quick else "study")
     if args.quick:
-        args.doc = args.out / "hallucination.md"
+        args.doc, args.record = args.out / "hallucination.md", args.out / "record.json"
     return args
 
 
-def run_arm(main_job, layers: list[str], out: Path, seed: int, extra: list[str]) -> dict | None:
-    """One main-job run (train, caption, evaluate) unless its metrics exist; returns its METRICS.json (None
-    for an unfinished arm when ``main_job`` is None: tabulating only)."""
+def machine() -> str:
+    """This machine's CPU model, cores and torch threads: where a recorded arm ran."""
+    import os
+
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").is_file() else "unknown CPU"
+    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+class Record:
+    """The study's durable record (``--record``, committed with the docs): per model, objective and seed, the
+    test metrics and the machine. Run folders are scratch; the record is what the table is built from, so an
+    arm that finished on another machine is neither lost nor rerun."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        arms = json.loads(path.read_text())["arms"] if path.is_file() else []
+        self.arms = {(a["model"], a["objective"], a["seed"]): a for a in arms}
+
+    def get(self, model: str, objective: str, seed: int) -> dict | None:
+        return self.arms.get((model, objective, seed))
+
+    def put(self, model: str, objective: str, seed: int, metrics: dict) -> None:
+        """Records a finished run's metrics (written at once: an interrupted study keeps it)."""
+        entry = {"model": model, "objective": objective, "seed": seed, **{k: metrics.get(k) for k in METRICS},
+                 "machine": metrics.get("machine") or machine()}
+        self.arms[(model, objective, seed)] = entry
+        write_json_atomic(self.path, {"arms": sorted(self.arms.values(), key=lambda a: (a["seed"], a["model"],
+                                                                                          a["objective"]))})
+
+
+def run_arm(main_job, layers: list[str], out: Path, seed: int, extra: list[str], recorded: dict | None,
+            record: Record, key: tuple[str, str]) -> dict | None:
+    """One main-job run (train, caption, evaluate) unless its metrics exist in ``out`` or the record; returns
+    its metrics (None for an unfinished arm when ``main_job`` is None: tabulating only)."""
     metrics = out / "metrics_test.json"
     if not metrics.is_file():
+        if recorded is not None:
+            return recorded
         if main_job is None:
             return None
         configs = [a for layer in ["configs/shapes.yaml", *layers] for a in ("--config", str(REPO / layer))]
         main_job.main([*configs, "--out", str(out), f"--seed_everything={seed}", "--examples", "0",
                        "--trainer.enable_progress_bar=false", *extra])
-    return json.loads(metrics.read_text())
+    result = json.loads(metrics.read_text())
+    if recorded is None:
+        record.put(*key, seed, result)
+    return result
 
 
 def load_script(name: str):
@@ -103,19 +145,27 @@ def run_study(args: argparse.Namespace) -> dict:
     short compares the families first); returns ``{model: {objective: [metrics per seed]}}``."""
     main_job = None if args.table_only else load_script("main")
     extra = [*QUICK, f"--data.init_args.root={args.out / 'shapes'}"] if args.quick else []
+    record = Record(args.record)
     results: dict = {name: {} for name in args.models}
     for seed in args.seeds:
         ce = {}
         for name in args.models:
             start = time.perf_counter()
-            ce[name] = run_arm(main_job, MODELS[name], args.out / slug(name) / f"ce-seed{seed}", seed, extra)
+            ce[name] = run_arm(main_job, MODELS[name], args.out / slug(name) / f"ce-seed{seed}", seed, extra,
+                               record.get(name, "cross-entropy", seed), record, (name, "cross-entropy"))
             if ce[name] is not None:
                 results[name].setdefault("cross-entropy", []).append(ce[name])
             print(f"study: {name}, cross-entropy, seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
         for name in [] if args.no_scst else [n for n in args.models if ce[n] is not None]:
             start = time.perf_counter()
+            recorded = record.get(name, "CE then SCST", seed)
+            if recorded is None and not Path(ce[name].get("checkpoint", "")).is_file():
+                print(f"study: {name}, CE then SCST, seed {seed}: skipped, its cross-entropy checkpoint is not on "
+                      "this machine (the cross-entropy arm is in the record only)", flush=True)
+                continue
             scst = run_arm(main_job, [*MODELS[name], "configs/scst.yaml"], args.out / slug(name) / f"scst-seed{seed}",
-                           seed, [*extra, f"--model.init_weights={ce[name]['checkpoint']}"])
+                           seed, [*extra, f"--model.init_weights={ce[name].get('checkpoint')}"], recorded, record,
+                           (name, "CE then SCST"))
             if scst is not None:
                 results[name].setdefault("CE then SCST", []).append(scst)
             print(f"study: {name}, CE then SCST, seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)

@@ -1,10 +1,11 @@
 """scripts/hallucination_study.py --quick: an attention arm trained with cross-entropy, then SCST from its
 checkpoint, evaluated with CHAIR and binding errors, summarized over seeds, then the co-occurrence-bias arm for
-the best model; a finished run is not repeated."""
+the best model; a finished run (in its folder or the study's record) is not repeated."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from conftest import load_script
@@ -34,3 +35,13 @@ def test_quick_study_runs_both_objectives_and_resumes(tmp_path: Path) -> None:
     assert set(table) == {"updown | cross-entropy", "updown | CE then SCST"} and not (out / "att2in").exists()
     assert not (out / "updown/ce-seed1").exists() and table["updown | cross-entropy"]["seeds"] == 1
     assert set(json.loads((out / "study.json").read_text())["bias"]) == {"updown"}
+    # the record keeps every finished arm with its machine: with the run folders gone (another machine), the
+    # table is the same and nothing is rerun
+    record = json.loads((out / "record.json").read_text())["arms"]
+    assert {(a["model"], a["objective"], a["seed"]) for a in record} == {("updown", "cross-entropy", 0),
+                                                                         ("updown", "CE then SCST", 0)}
+    assert record[0]["Bleu_4"] == ce["Bleu_4"] and "torch threads" in record[0]["machine"]
+    shutil.rmtree(out / "updown")
+    again = study.main(["--quick", "--out", str(out), "--seeds", "0", "--models", "updown", "--no-bias"])
+    assert not (out / "updown").exists()
+    assert again["updown | CE then SCST"]["Bleu_4"] == table["updown | CE then SCST"]["Bleu_4"]
