@@ -46,6 +46,10 @@ MODELS: dict[str, list[str]] = {  # name -> config layers on configs/shapes.yaml
     "rwkv": ["configs/decoders/rwkv.yaml"],
     "mamba": ["configs/decoders/mamba.yaml"],
     "transformer": ["configs/decoders/transformer.yaml"],
+    # The same three reading the 8x8 grid through attention after every block (configs/blocks/grid.yaml).
+    "rwkv grid": ["configs/decoders/rwkv.yaml", "configs/blocks/grid.yaml", *GRID],
+    "mamba grid": ["configs/decoders/mamba.yaml", "configs/blocks/grid.yaml", *GRID],
+    "transformer grid": ["configs/decoders/transformer.yaml", "configs/blocks/grid.yaml", *GRID],
 }
 METRICS = ("Bleu_4", "CIDEr", "CHAIRs", "CHAIRi", "binding_errors")
 QUICK = ["--data.init_args.num_train=64", "--data.init_args.num_val=16", "--data.init_args.num_test=16",
@@ -102,6 +106,8 @@ class Record:
         """Records a finished run's metrics (written at once: an interrupted study keeps it)."""
         entry = {"model": model, "objective": objective, "seed": seed, **{k: metrics.get(k) for k in METRICS},
                  "machine": metrics.get("machine") or machine()}
+        if self.path.is_file():  # another study process (one per core) may have recorded arms since
+            self.arms = {**Record(self.path).arms, **self.arms}
         self.arms[(model, objective, seed)] = entry
         write_json_atomic(self.path, {"arms": sorted(self.arms.values(), key=lambda a: (a["seed"], a["model"],
                                                                                           a["objective"]))})
