@@ -95,10 +95,14 @@ class BlockDecoder(nn.Module, ABC):
     def vocab_size(self) -> int:
         return self.out.out_features
 
-    @abstractmethod
     def mix(self, x: Tensor, ctx: Tensor, regions: Regions | None) -> tuple[Tensor, Tensor | None]:
         """The blocks over a whole sequence ``x`` (B, T, C) from the initial state; ``ctx`` = ``W_ih v`` (B, C).
-        Returns the output (B, T, C) and the last region attention's weights (B, T, N) (``None`` without)."""
+        Returns the output (B, T, C) and the last region attention's weights (B, T, N) (``None`` without).
+        This default runs ``self.blocks``, each mapping (B, T, C) to (B, T, C), then its region attention."""
+        alpha = None
+        for i, block in enumerate(self.blocks):
+            x, alpha = self.read_regions(i, block(x), regions)
+        return x, alpha
 
     @abstractmethod
     def initial_state(self, ctx: Tensor, regions: Regions | None) -> dict[str, Tensor]:

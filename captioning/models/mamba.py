@@ -161,12 +161,6 @@ class MambaDecoder(BlockDecoder):
         self.blocks = nn.ModuleList(MambaBlock(d_model, d_state, d_conv, expand, chunk_size, dropout)
                                     for _ in range(num_layers))
 
-    def mix(self, x: Tensor, ctx: Tensor, regions: Regions | None) -> tuple[Tensor, Tensor | None]:
-        alpha = None
-        for i, block in enumerate(self.blocks):
-            x, alpha = self.read_regions(i, block(x), regions)
-        return x, alpha  # (B, T, C), (B, T, N) | None
-
     def initial_state(self, ctx: Tensor, regions: Regions | None) -> State:
         c = self.config
         b, n, inner = ctx.size(0), c["num_layers"], c["expand"] * c["d_model"]

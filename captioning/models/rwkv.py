@@ -179,12 +179,6 @@ class RWKVDecoder(BlockDecoder):
         self.blocks = nn.ModuleList(RWKVBlock(d_model, ffn_mult * d_model, chunk_size, dropout, i / num_layers)
                                     for i in range(num_layers))
 
-    def mix(self, x: Tensor, ctx: Tensor, regions: Regions | None) -> tuple[Tensor, Tensor | None]:
-        alpha = None
-        for i, block in enumerate(self.blocks):
-            x, alpha = self.read_regions(i, block(x), regions)
-        return x, alpha  # (B, T, C), (B, T, N) | None
-
     def initial_state(self, ctx: Tensor, regions: Regions | None) -> State:
         b, c, n = ctx.size(0), ctx.size(1), len(self.blocks)
         aa, bb, pp = wkv_initial(b * n, c, ctx)
