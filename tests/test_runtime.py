@@ -38,3 +38,23 @@ def test_unset_precision_is_the_machines_fastest_and_a_set_one_is_obeyed(fast_bf
 
 def test_fast_bf16_is_a_yes_or_no_on_this_cpu() -> None:
     assert isinstance(runtime.cpu_has_fast_bf16(), bool)
+
+
+def test_fused_lstm_under_bf16_autocast_runs_in_fp32_where_the_cpu_has_no_bf16(monkeypatch) -> None:
+    """oneDNN cannot build a bf16 LSTM on an AVX2-only CPU; there the fused LSTM leaves autocast and runs in fp32
+    (the same numbers as without autocast), so configs that ask for bf16 still train on such a machine."""
+    import torch
+
+    from captioning.models import cells
+
+    monkeypatch.setattr(cells, "cpu_has_fast_bf16", lambda: False)
+    torch.manual_seed(0)
+    rnn = cells.build_rnn("lstm", 6, 8, num_layers=2)
+    x = torch.randn(3, 5, 6)  # (B, T, D)
+    state = {"h": torch.randn(3, 2, 8), "c": torch.randn(3, 2, 8)}  # (B, L, H)
+    want, want_state = cells.run_fused("lstm", rnn, x, state)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, got_state = cells.run_fused("lstm", rnn, x, state)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_state["c"], want_state["c"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # glibc's mallopt parameters
@@ -38,6 +39,7 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
     return all(mallopt(option, value) == 1 for option, value in settings)
 
 
+@functools.cache
 def cpu_has_fast_bf16() -> bool:
     """Whether oneDNN runs bf16 matmuls and convolutions natively on this CPU (AVX512 cores, AVX512-BF16 or
     AMX). On an AVX2-only CPU bf16 autocast falls back to slow reference kernels: a shapes training step took

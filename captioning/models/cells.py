@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captioning.core.runtime import cpu_has_fast_bf16
+
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 State = dict[str, Tensor]  # "h" (and "c" for LSTM), (B, L, H): batch-first, so beams reorder with one index
 _GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
@@ -92,6 +94,11 @@ def cell_step(cell: str, rnn: nn.RNNBase, layer: int, pre: Tensor, h: Tensor,
     return act(pre + rec), None
 
 
+def _cpu_bf16_autocast() -> bool:
+    """Whether bf16 autocast is on for CPU tensors here."""
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
 def run_fused(cell: str, rnn: nn.RNNBase, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
     """One fused call over a whole sequence, from and to a batch-first state.
 
@@ -108,7 +115,13 @@ def run_fused(cell: str, rnn: nn.RNNBase, x: Tensor, state: State | None = None)
     if state is not None:
         hx = tuple(state[k].transpose(0, 1).contiguous() for k in ("h", "c") if k in state)  # (L, B, H) each
         hx = hx if cell == "lstm" else hx[0]
-    out, hx = rnn(x, hx)  # (B, T, H)
+    if cell == "lstm" and x.device.type == "cpu" and _cpu_bf16_autocast() and not cpu_has_fast_bf16():
+        # oneDNN has no bf16 LSTM without AVX512 ("could not create a primitive descriptor"): run it in fp32
+        with torch.autocast("cpu", enabled=False):
+            hx = tuple(t.float() for t in hx) if hx is not None else None
+            out, hx = rnn(x.float(), hx)  # (B, T, H)
+    else:
+        out, hx = rnn(x, hx)  # (B, T, H)
     hx = hx if cell == "lstm" else (hx,)
     return out, {k: t.transpose(0, 1) for k, t in zip(("h", "c"), hx)}
 
