@@ -27,11 +27,12 @@ def test_main_job_trains_captions_and_evaluates(tiny_shapes: Path, tmp_path: Pat
     assert all(name in printed for name in ("Bleu_4", "ROUGE_L", "CIDEr", "CHAIRs", "CHAIRi"))
 
 
-def test_the_default_is_the_attention_captioner_and_the_lecture_model_is_one_flag() -> None:
+def test_the_default_is_the_grid_reading_rwkv_captioner_and_the_lecture_model_is_one_flag() -> None:
     main_job = load_script("main.py")
     args, _ = main_job.parse_args([])
     layers = [Path(c) for c in args.config]
     assert all(layer.is_file() for layer in layers) and layers[0] == REPO / "configs/shapes.yaml"
-    assert "decoders/updown.yaml" in args.config[1] and "encoders/grid8.yaml" in args.config[2]
+    assert [layer.relative_to(REPO / "configs").as_posix() for layer in layers[1:]] == [
+        "decoders/rwkv.yaml", "blocks/grid.yaml", "encoders/grid8.yaml", "schedules/attention.yaml"]
     args, _ = main_job.parse_args(["--config", "configs/shapes.yaml"])  # the lecture's pooled model
     assert args.config == ["configs/shapes.yaml"]
