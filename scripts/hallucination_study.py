@@ -79,14 +79,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def machine() -> str:
-    """This machine's CPU model, cores and torch threads: where a recorded arm ran."""
+    """This machine's CPU model, cores, torch threads and the precision an unset config trains in: where and how
+    a recorded arm ran."""
     import os
 
     import torch
 
+    from captioning.core.runtime import fast_precision
+
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").is_file() else "unknown CPU"
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {fast_precision()}"
 
 
 class Record:
