@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 
 from captioning.inference.checkpoint import load_captioner  # noqa: E402
 from captioning.cli.fit import cli_main  # noqa: E402
-from captioning.inference.engine import caption_files  # noqa: E402
+from captioning.inference.engine import caption_files, has_attention_maps  # noqa: E402
 from captioning.evaluation.evaluate import evaluate  # noqa: E402
 from captioning.evaluation.toolkit import BACKENDS  # noqa: E402
 from captioning.core.io import write_json_atomic  # noqa: E402
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     ckpt = cli.trainer.checkpoint_callback.best_model_path or cli.trainer.checkpoint_callback.last_model_path
     loaded = load_captioner(ckpt)  # the checkpoint alone is enough to caption
     images = cli.datamodule.images("test")
-    maps = [] if hasattr(loaded.model.decoder, "attend") else None  # attention decoders: maps for the gallery
+    maps = [] if has_attention_maps(loaded.model.decoder) else None  # region attention: maps for the gallery
     captions = caption_files(loaded, [img.path for img in images], batch_size=250, beam_size=args.beam_size,
                              max_len=cli.model.hparams.max_len, device=str(cli.trainer.strategy.root_device),
                              maps=maps)

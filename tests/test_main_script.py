@@ -36,3 +36,25 @@ def test_the_default_is_the_grid_reading_rwkv_captioner_and_the_lecture_model_is
         "decoders/rwkv.yaml", "blocks/grid.yaml", "encoders/grid8.yaml", "schedules/attention.yaml"]
     args, _ = main_job.parse_args(["--config", "configs/shapes.yaml"])  # the lecture's pooled model
     assert args.config == ["configs/shapes.yaml"]
+
+
+def test_main_job_runs_to_the_end_with_a_pooled_block_decoder(tiny_shapes: Path, tmp_path: Path) -> None:
+    """Pooled RWKV has `attend` but no regions: the main job writes its gallery without maps (it crashed after
+    training when it asked for them)."""
+    main_job = load_script("main.py")
+    out = tmp_path / "rwkv"
+    layers = ["--config", str(REPO / "configs/shapes.yaml"), "--config", str(REPO / "configs/decoders/rwkv.yaml")]
+    metrics = main_job.main([*layers, "--out", str(out), "--examples", "0", "--metrics-backend", "python",
+                             *shapes_overrides(tiny_shapes), "--trainer.max_epochs=1",
+                             "--trainer.enable_progress_bar=false"])
+    assert 0.0 <= metrics["CHAIRs"] <= 1.0 and (out / "gallery/index.html").is_file()
+
+
+def test_attention_maps_exist_exactly_for_decoders_that_attend_over_regions() -> None:
+    from captioning.inference.engine import has_attention_maps
+    from captioning.models import RNNDecoder, RWKVDecoder, UpDown
+
+    assert has_attention_maps(RWKVDecoder(vocab_size=12, feature_dim=8, d_model=16, grid=True))
+    assert not has_attention_maps(RWKVDecoder(vocab_size=12, feature_dim=8, d_model=16))
+    assert has_attention_maps(UpDown(vocab_size=12, feature_dim=8))
+    assert not has_attention_maps(RNNDecoder(vocab_size=12, feature_dim=8))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from captioning.inference.checkpoint import LoadedCaptioner
 from captioning.data.images import ImageRef, image_loader
@@ -85,6 +85,13 @@ def caption_batch(model: Captioner, vocab: Vocabulary, options: DecodeOptions, i
     return captions_text(vocab, decode_batch(model, options, images, features, batch_key)[0])
 
 
+def has_attention_maps(decoder: nn.Module) -> bool:
+    """Whether ``decoder`` attends over image regions, so :func:`attention_maps` can say where it looked: the
+    attention decoders, and the block decoders with ``grid: true`` (the pooled block decoders have ``attend``
+    too, but no regions)."""
+    return bool(getattr(decoder, "needs_grid", False)) and hasattr(decoder, "attend")
+
+
 @torch.no_grad()
 def attention_maps(model: Captioner, grid: Tensor, out: Captions) -> list[list[list[float]]]:
     """Where an attention decoder looked for each word of its decoded captions: per image, one list of region
@@ -96,7 +103,7 @@ def attention_maps(model: Captioner, grid: Tensor, out: Captions) -> list[list[l
     Raises:
         ValueError: if the decoder does not attend over regions.
     """
-    if not (getattr(model.decoder, "needs_grid", False) and hasattr(model.decoder, "attend")):
+    if not has_attention_maps(model.decoder):
         raise ValueError(f"the {model.decoder.config.get('name', 'rnn')} decoder has no attention maps "
                          "(an attention decoder such as updown, or a block decoder with grid: true, has)")
     tokens = out.tokens  # (B, T): words, <END>, <PAD>…

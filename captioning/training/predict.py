@@ -22,7 +22,8 @@ from captioning.training.prediction_writer import CountingWriter
 from captioning.data.images import image_loader
 from captioning.core.runtime import keep_freed_memory
 from captioning.inference.checkpoint import load_captioner
-from captioning.inference.engine import DecodeOptions, attention_maps, captions_text, decode_batch
+from captioning.inference.engine import (DecodeOptions, attention_maps, captions_text, decode_batch,
+                                         has_attention_maps)
 from captioning.models.captioner import Captioner
 from captioning.data.vocab import Vocabulary
 
@@ -127,8 +128,9 @@ def caption_collection(job: CaptionJob | ShardJob, checkpoint: str | Path, optio
     """
     keep_freed_memory()  # 2× encoder throughput on CPU (see captioning.core.runtime)
     loaded = load_captioner(checkpoint)
-    if options.attention and not hasattr(loaded.model.decoder, "attend"):
-        raise ValueError(f"{checkpoint}: --attention needs an attention decoder (show_attend_tell, att2in, updown); "
+    if options.attention and not has_attention_maps(loaded.model.decoder):
+        raise ValueError(f"{checkpoint}: --attention needs an attention decoder (show_attend_tell, att2in, updown, "
+                         f"or rwkv/mamba/transformer with grid: true); "
                          f"this checkpoint's decoder is {loaded.meta['decoder'].get('name', 'rnn')}")
     shards = isinstance(job, ShardJob)
     writer = ShardWriter(progress=progress) if shards else JournalWriter(progress=progress)
