@@ -94,13 +94,14 @@ def machine() -> str:
 
 class Record:
     """The study's durable record (``--record``, committed with the docs): per model, objective and seed, the
-    test metrics and the machine. Run folders are scratch; the record is what the table is built from, so an
-    arm that finished on another machine is neither lost nor rerun."""
+    test metrics and the machine, and each finished bias experiment. Run folders are scratch; the record is what
+    the table is built from, so an arm that finished on another machine is neither lost nor rerun."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        arms = json.loads(path.read_text())["arms"] if path.is_file() else []
-        self.arms = {(a["model"], a["objective"], a["seed"]): a for a in arms}
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        self.arms = {(a["model"], a["objective"], a["seed"]): a for a in data.get("arms", [])}
+        self.bias: dict = data.get("bias", {})  # model -> {"machine": ..., "arms": bias_experiment's results}
 
     def get(self, model: str, objective: str, seed: int) -> dict | None:
         return self.arms.get((model, objective, seed))
@@ -109,11 +110,21 @@ class Record:
         """Records a finished run's metrics (written at once: an interrupted study keeps it)."""
         entry = {"model": model, "objective": objective, "seed": seed, **{k: metrics.get(k) for k in METRICS},
                  "machine": metrics.get("machine") or machine()}
+        self._write({(model, objective, seed): entry}, {})
+
+    def put_bias(self, model: str, results: dict) -> None:
+        """Records a finished bias experiment's results (``{arm: results}``) for ``model``."""
+        self._write({}, {model: {"machine": machine(), "arms": results}})
+
+    def _write(self, arms: dict, bias: dict) -> None:
         if self.path.is_file():  # another study process (one per core) may have recorded arms since
-            self.arms = {**Record(self.path).arms, **self.arms}
-        self.arms[(model, objective, seed)] = entry
+            other = Record(self.path)
+            self.arms, self.bias = {**other.arms, **self.arms}, {**other.bias, **self.bias}
+        self.arms.update(arms)
+        self.bias.update(bias)
         write_json_atomic(self.path, {"arms": sorted(self.arms.values(), key=lambda a: (a["seed"], a["model"],
-                                                                                          a["objective"]))})
+                                                                                          a["objective"])),
+                                      **({"bias": self.bias} if self.bias else {})})
 
 
 def run_arm(main_job, layers: list[str], out: Path, seed: int, extra: list[str], recorded: dict | None,
@@ -258,6 +269,11 @@ def main(argv: list[str] | None = None) -> dict:
                 if (path := args.out / "bias" / slug(name) / "bias_results.json").is_file()}
     else:
         bias = {} if args.no_bias else run_bias(args, results)
+    record = Record(args.record)
+    for name, result in bias.items():
+        record.put_bias(name, result)
+    recorded = {name: entry["arms"] for name, entry in record.bias.items() if name in args.models}
+    bias = {**recorded, **bias}  # also those that ran on another machine
     write_json_atomic(args.out / "study.json", {"arms": table, "bias": bias})
     write_doc(args.doc, markdown(table, bias, args.quick))
     print(markdown(table, bias, args.quick))

@@ -41,7 +41,10 @@ def test_quick_study_runs_both_objectives_and_resumes(tmp_path: Path) -> None:
     assert {(a["model"], a["objective"], a["seed"]) for a in record} == {("updown", "cross-entropy", 0),
                                                                          ("updown", "CE then SCST", 0)}
     assert record[0]["Bleu_4"] == ce["Bleu_4"] and "torch threads" in record[0]["machine"]
+    assert set(json.loads((out / "record.json").read_text())["bias"]["updown"]["arms"]) == {"natural", "cooccur"}
     shutil.rmtree(out / "updown")
+    shutil.rmtree(out / "bias")
     again = study.main(["--quick", "--out", str(out), "--seeds", "0", "--models", "updown", "--no-bias"])
     assert not (out / "updown").exists()
+    assert set(json.loads((out / "study.json").read_text())["bias"]) == {"updown"}  # the bias rows, from the record
     assert again["updown | CE then SCST"]["Bleu_4"] == table["updown | CE then SCST"]["Bleu_4"]
