@@ -156,3 +156,18 @@ def test_attention_maps_per_word_with_an_attention_checkpoint(folder: Path, tmp_
     assert "<script>" in page  # the maps are drawn over each image in the browser
     with pytest.raises(SystemExit, match="--attention needs an attention decoder"):
         _caption(tiny_checkpoint(tmp_path / "rnn.ckpt"), folder, tmp_path / "rnn.jsonl", "--attention")
+
+
+def test_attention_maps_are_refused_for_a_block_decoder_without_regions(folder: Path, tmp_path: Path) -> None:
+    """Pooled RWKV has a teacher-forced `attend` but nothing to attend over: `--attention` names the fix."""
+    from caption_helpers import WORDS
+    from captioning.inference.checkpoint import save_captioner
+    from captioning.models import Captioner, RWKVDecoder, SmallCNN
+    from captioning.data.vocab import Vocabulary
+
+    encoder, vocab = SmallCNN(channels=(8, 16), out_dim=16, grid_size=2), Vocabulary.build([" ".join(WORDS)])
+    ckpt = save_captioner(tmp_path / "rwkv.ckpt", Captioner(encoder, RWKVDecoder(len(vocab), 16, d_model=16)).eval(),
+                          vocab, 32)
+    with pytest.raises(SystemExit, match=r"--attention needs an attention decoder .*grid: true.*decoder is rwkv"):
+        _caption(ckpt, folder, tmp_path / "rwkv.jsonl", "--attention")
+    assert not (tmp_path / "rwkv.jsonl").exists()  # refused before anything is written

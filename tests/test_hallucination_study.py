@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+from captioning.core.runtime import fast_precision
 from conftest import load_script
 
 
@@ -41,6 +42,7 @@ def test_quick_study_runs_both_objectives_and_resumes(tmp_path: Path) -> None:
     assert {(a["model"], a["objective"], a["seed"]) for a in record} == {("updown", "cross-entropy", 0),
                                                                          ("updown", "CE then SCST", 0)}
     assert record[0]["Bleu_4"] == ce["Bleu_4"] and "torch threads" in record[0]["machine"]
+    assert record[0]["machine"].endswith(fast_precision())  # and the precision it trained in
     assert set(json.loads((out / "record.json").read_text())["bias"]["updown"]["arms"]) == {"natural", "cooccur"}
     shutil.rmtree(out / "updown")
     shutil.rmtree(out / "bias")
