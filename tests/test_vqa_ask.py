@@ -15,7 +15,7 @@ from captioning.data.vocab import AnswerVocab, Vocabulary
 from captioning.inference.checkpoint import load_vqa, save_vqa
 from captioning.inference.vqa import AskItem, answer_batch, ask, encode_question
 from captioning.models import SmallCNN
-from captioning.models.vqa import AttentionFusion, QuestionEncoder, build_vqa_model
+from captioning.models.vqa import GroundedFusion, QuestionEncoder, build_vqa_model
 
 WORDS = ["is", "the", "red", "circle", "left", "of", "blue", "square", "what", "color", "?"]
 ANSWERS = ["yes", "no", "red", "blue", "2", "circle"]
@@ -23,12 +23,13 @@ ANSWERS = ["yes", "no", "red", "blue", "2", "circle"]
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    """An untrained attention model saved as `captioning vqa fit` would (vocabularies under "vqa")."""
+    """An untrained model of the default kind (glimpses + word grounding) saved as `captioning vqa fit` would
+    (vocabularies under "vqa")."""
     torch.manual_seed(0)
     vocab, answers = Vocabulary(WORDS), AnswerVocab(ANSWERS)
     model = build_vqa_model(SmallCNN(channels=(8, 16), out_dim=16, grid_size=4),
-                            lambda v: QuestionEncoder(v, 8, 16),
-                            lambda q, v, g: AttentionFusion(q, v, g, 16, 8, coordinates=True), len(vocab),
+                            lambda v: QuestionEncoder(v, 8, 16, phrases=True),
+                            lambda q, v, g: GroundedFusion(q, v, g, 16, 8, word_attention_dim=8), len(vocab),
                             len(answers), image_size=32, hidden_dim=12, dropout=0.0)
     return save_vqa(tmp_path_factory.mktemp("ask") / "tiny.ckpt", model, vocab, answers, 32)
 

@@ -12,7 +12,7 @@ from PIL import Image
 from captioning.cli.main import main as captioning_main
 from captioning.data.vqa_files import read_results
 from captioning.models import SmallCNN
-from captioning.models.vqa import AttentionFusion, ProductFusion, QuestionEncoder, build_vqa_model
+from captioning.models.vqa import AttentionFusion, GroundedFusion, ProductFusion, QuestionEncoder, build_vqa_model
 from captioning.cli.vqa import evaluate_files, vqa_cli_main
 from conftest import last_checkpoint, shapes_overrides
 from vqa_helpers import assert_reloads_identically
@@ -106,7 +106,7 @@ def test_load_vqa_rebuilds_the_trained_model_from_the_checkpoint_alone(fitted, t
     path.write_bytes(Path(last_checkpoint(cli.trainer)).read_bytes())
     loaded = assert_reloads_identically(cli, path)
     assert loaded.answers.itos == cli.datamodule.answer_vocab.itos and loaded.vocab.itos == cli.datamodule.vocab.itos
-    assert loaded.meta["fusion"]["name"] == "attention"
+    assert loaded.meta["fusion"]["name"] == "grounded" and loaded.meta["question_encoder"]["phrases"]
     ckpt = torch.load(path, weights_only=True)
     del ckpt["vqa"]["fusion"]
     torch.save(ckpt, tmp_path / "old.ckpt")
@@ -147,13 +147,18 @@ def test_vqa_evaluate_reports_bad_results_without_writing(fitted, tmp_path: Path
     assert not (tmp_path / "m.json").exists()
 
 
-def test_product_fusion_config_smoke_fit(fitted, tmp_path: Path) -> None:
+@pytest.mark.parametrize("layer, fusion", [("product", ProductFusion), ("attention", AttentionFusion)])
+def test_product_and_attention_layers_smoke_fit(fitted, tmp_path: Path, layer: str, fusion: type) -> None:
     _, root, _ = fitted
-    assert isinstance(fitted[0].model.model.fusion, AttentionFusion)  # the default
+    assert isinstance(fitted[0].model.model.fusion, GroundedFusion)  # the default
     cli = vqa_cli_main(["fit", "--config", str(REPO / "configs/vqa/shapes.yaml"),
-                        "--config", str(REPO / "configs/vqa/product.yaml"), *shapes_overrides(root),
+                        "--config", str(REPO / f"configs/vqa/{layer}.yaml"), *shapes_overrides(root),
                         f"--trainer.default_root_dir={tmp_path}", "--trainer.fast_dev_run=1", *QUIET])
-    assert isinstance(cli.model.model.fusion, ProductFusion)
+    model = cli.model.model
+    assert isinstance(model.fusion, fusion) and not model.question_encoder.config["phrases"]
+    assert model.question_encoder.config["hidden_dim"] == 256  # the rest of shapes.yaml's encoder is kept
+    if fusion is AttentionFusion:  # the previous default, as it was
+        assert model.fusion.config["glimpses"] == 2 and model.fusion.coordinates and model.fusion.counts
     assert torch.isfinite(cli.trainer.logged_metrics["train/loss"])
 
 

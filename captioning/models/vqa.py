@@ -17,6 +17,10 @@
   grid, each led by its own word-attention summary of the question (:class:`QuestionWords`: which words from
   the recurrent states, what to look for from local phrase features); the steps' attended features and their
   differences are fused with the question, for questions relating two objects.
+* :class:`GroundedFusion` (``grounded``, the shapes default) — :class:`AttentionFusion`'s glimpses plus
+  :class:`~captioning.models.grounded.WordGrounding`: every phrase of the question attends over the grid by
+  itself, and signed word gates combine the phrases' readings (the first object's position minus the
+  second's), for questions relating two objects.
 * :class:`VQAModel` — encoder → fusion → classifier (an MLP over the answer vocabulary).
 """
 
@@ -31,6 +35,7 @@ from torch import Tensor, nn
 from captioning.models.cells import build_rnn, check_cell, run_fused
 from captioning.models.film import FiLMFusion, unit_features
 from captioning.models.question_words import QuestionWords
+from captioning.models.grounded import WordGrounding
 from captioning.models.relational import RelationalFusion
 from captioning.core.registry import Registry
 
@@ -185,6 +190,68 @@ class AttentionFusion(nn.Module):
             parts.append(torch.sigmoid(logits).sum(dim=-1, keepdim=True) / logits.size(-1) ** 0.5)  # (Q, K, 1)
         z = torch.cat(parts, dim=-1).flatten(1)  # (Q, K * (D [+1]))
         return torch.tanh(self.q_proj(self.drop(q))) * torch.tanh(self.z_proj(self.drop(z)))  # (Q, F)
+
+
+@FUSIONS.register("grounded")
+class GroundedFusion(nn.Module):
+    """:class:`AttentionFusion`'s glimpses plus word grounding (:class:`~captioning.models.grounded.WordGrounding`):
+    every phrase of the question finds its object, and signed word gates compare them (``r_A - r_B``).
+
+    The two paths meet the question in their own products, summed: ``AttentionFusion(q, grid) +
+    tanh(W_q' q) * tanh(W_d d)``. The word path reads the grid *detached* by default, so the image encoder learns
+    from the glimpses alone, as in the attention model, and the words ground in the features it learns.
+
+    Args:
+        question_dim: Width of the question vector, of the word states and of the phrase features.
+        image_dim: Width of the pooled feature ``v`` (unused: the attended grid replaces it).
+        grid_dim: Width of each grid position's feature.
+        fused_dim: Common width of the final projections (the classifier's input).
+        attention_dim: Width of the glimpses' attention layer.
+        word_attention_dim: Width of the word grounding's queries and keys.
+        glimpses: Whole-question glimpses (with coordinates and soft counts); 0 for the word path alone.
+        heads: Signed word combinations ``d_k``.
+        key_hidden: Hidden width of an MLP computing the grounding's keys (0: a linear map).
+        detach_grid: The word path does not train the image encoder.
+        dropout: Dropout on the inputs of every projection.
+    """
+
+    needs_grid = True
+    needs_words = True  # VQAModel passes the question word by word (QuestionWords)
+
+    def __init__(self, question_dim: int, image_dim: int, grid_dim: int, fused_dim: int = 512,
+                 attention_dim: int = 256, word_attention_dim: int = 128, glimpses: int = 2, heads: int = 4,
+                 key_hidden: int = 0, read_features: bool = True, detach_grid: bool = True,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if glimpses < 0:
+            raise ValueError(f"GroundedFusion: glimpses must be >= 0, got {glimpses}")
+        self.config = dict(name="grounded", question_dim=question_dim, image_dim=image_dim, grid_dim=grid_dim,
+                           fused_dim=fused_dim, attention_dim=attention_dim, word_attention_dim=word_attention_dim,
+                           glimpses=glimpses, heads=heads, key_hidden=key_hidden, read_features=read_features,
+                           detach_grid=detach_grid,
+                           dropout=dropout)
+        self.attention = AttentionFusion(question_dim, image_dim, grid_dim, fused_dim, attention_dim, dropout,
+                                         glimpses, coordinates=True, counts=True) if glimpses else None
+        self.words = WordGrounding(question_dim, grid_dim + 2, word_attention_dim, heads, key_hidden,
+                                   read_features)
+        self.q_proj, self.d_proj = nn.Linear(question_dim, fused_dim), nn.Linear(self.words.out_dim, fused_dim)
+        self.detach_grid, self.drop, self.out_dim = detach_grid, nn.Dropout(dropout), fused_dim
+
+    @property
+    def last_weights(self) -> Tensor | None:
+        """The glimpses' attention (Q, K, N) of the last call, for inspection (``None`` without glimpses)."""
+        return None if self.attention is None else self.attention.last_weights
+
+    def forward(self, q: Tensor, v: Tensor | None, grid: Tensor | None = None,
+                words: QuestionWords | None = None) -> Tensor:
+        """Fuses question vectors (Q, H) with their images' grids (Q, N, Dg), given the question word by word
+        → (Q, F)."""
+        if grid is None or words is None:
+            raise ValueError("GroundedFusion needs the encoder's grid and the question word by word")
+        feats = unit_features(grid.detach() if self.detach_grid else grid, True, "GroundedFusion")  # (Q, N, D)
+        d = self.words(feats, words)  # (Q, K·(D+1)): signed sums of the phrases' readings
+        fused = torch.tanh(self.q_proj(self.drop(q))) * torch.tanh(self.d_proj(self.drop(d)))  # (Q, F)
+        return fused if self.attention is None else fused + self.attention(q, v, grid)
 
 
 FUSIONS.register("film")(FiLMFusion)  # question-conditioned convolutions over the grid (models/film.py)

@@ -1,0 +1,159 @@
+"""The word-grounded fusion (glimpses + every phrase grounded, compared by signed word gates) and
+the default configs/vqa/shapes.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from captioning.models.film import coordinates
+from captioning.models.grounded import WordGrounding
+from captioning.models.vqa import FUSIONS, GroundedFusion, QuestionEncoder, QuestionWords, VQAModel
+from vqa_helpers import (SIDE, GridEncoder, ask_twice_then_padded, assert_needs_square_grid_and_words,
+                         assert_reloads_identically, assert_round_trip, fit_vqa_layer, left_right_scenes, mirrored,
+                         question_words)
+
+
+def _fusion(**kwargs) -> GroundedFusion:
+    return GroundedFusion(6, 0, 5, fused_dim=7, attention_dim=4, word_attention_dim=4, **kwargs).eval()
+
+
+def test_every_phrase_grounds_itself_and_padding_is_not_read() -> None:
+    fusion, enc = _fusion(heads=3), QuestionEncoder(10, 4, 6, phrases=True).eval()
+    out, padded, (grounding, glimpses, _), (_, _, padded_gates) = ask_twice_then_padded(
+        fusion, enc, lambda f: (f.words.last_weights, f.last_weights, f.words.last_gates))
+    assert out.shape == (2, 7) and grounding.shape == (2, 4, 9) and glimpses.shape == (2, 2, 9)  # (Q, T | K, N)
+    torch.testing.assert_close(grounding.sum(-1), torch.ones(2, 4))
+    torch.testing.assert_close(grounding[0, :2], grounding[1, :2])  # same phrases, same grounding ...
+    assert not torch.allclose(grounding[0, 2:], grounding[1, 2:])  # ... a changed word grounds anew
+    assert not torch.allclose(out[0], out[1])
+    torch.testing.assert_close(padded, out[:1])  # padding is not read
+    assert padded_gates[0, 4:].abs().max() == 0  # (T, K): no gate at padding
+
+
+def test_without_glimpses_only_the_words_are_read() -> None:
+    grid, enc = torch.randn(2, 4, 5), QuestionEncoder(10, 4, 6, phrases=True).eval()
+    q, words = question_words(enc, [[1, 4, 5, 2], [1, 6, 2, 0]])
+    fusion = _fusion(glimpses=0, heads=2)
+    with torch.no_grad():
+        assert fusion(q, None, grid, words=words).shape == (2, 7)
+    assert fusion.attention is None and fusion.last_weights is None and fusion.d_proj.in_features == 2 * (5 + 2 + 1)
+
+
+def test_the_word_path_reads_the_grid_without_training_the_encoder() -> None:
+    q, words = question_words(QuestionEncoder(10, 4, 6, phrases=True).eval(), [[1, 4, 5, 2], [1, 6, 2, 0]])
+    grads = {}
+    for detach in (True, False):
+        torch.manual_seed(0)
+        fusion = _fusion(glimpses=0, heads=2, key_hidden=8, detach_grid=detach)
+        nn.init.normal_(fusion.words.gate.weight)  # trained gates (they start at zero)
+        grid = torch.randn(2, 4, 5, requires_grad=True)  # (Q, N = 2×2, Dg)
+        fusion(q.detach(), None, grid, words=QuestionWords(*(t.detach() for t in words))).sum().backward()
+        grads[detach] = grid.grad
+    assert grads[True] is None and grads[False].abs().sum() > 0
+    assert isinstance(_fusion(key_hidden=8).words.key, nn.Sequential)  # an MLP computes the keys
+
+
+def _constructed_grounding() -> WordGrounding:
+    """Phrase channel 0 finds grid channel 0 (object A), channel 1 finds channel 1 (B); head 0's gate is
+    state channel 0 (+1 on the first-named object, -1 on the second)."""
+    ground = WordGrounding(word_dim=2, feat_dim=2 + 2, attention_dim=2, heads=1)
+    with torch.no_grad():
+        for p in ground.parameters():
+            p.zero_()
+        ground.query.weight.copy_(torch.eye(2) * 20.0)  # (A, H)
+        ground.key.weight[:, :2].copy_(torch.eye(2) * 20.0)  # (A, D): the objects' channels, not the coordinates
+        ground.gate.weight[0, 0] = 20.0  # tanh(20 h_0) = ±1
+    return ground
+
+
+def test_signed_gates_give_the_offset_of_the_two_named_objects_and_flip_when_mirrored() -> None:
+    """A constructed case: "is A left of B?" and "is B left of A?" read x_A - x_B and x_B - x_A, and a mirrored
+    scene negates both."""
+    g = torch.Generator().manual_seed(0)
+    grid, left = left_right_scenes(50, g)  # (n, 16, 2): A in channel 0, B in channel 1
+    feats = torch.cat([grid, coordinates(SIDE).expand(50, -1, -1)], dim=-1)  # (n, N, 4)
+    first_a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # phrases of tokens "A", "B": (T=2, H)
+    gates = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])  # states: +1 at the first-named object, -1 at the second
+    words = QuestionWords(gates.expand(50, -1, -1), first_a.expand(50, -1, -1), torch.ones(50, 2, dtype=torch.bool))
+    ground = _constructed_grounding()
+    with torch.no_grad():
+        offset = ground(feats, words)[:, 2]  # (n,): the x part of d_0
+        swapped = ground(feats, words._replace(phrases=first_a.flip(0).expand(50, -1, -1)))[:, 2]
+        mirrored_feats = torch.cat([mirrored(grid), coordinates(SIDE).expand(50, -1, -1)], dim=-1)
+        offset_mirrored = ground(mirrored_feats, words)[:, 2]
+    col = lambda ch: grid[..., ch].unflatten(1, (SIDE, SIDE)).sum(1).argmax(1)  # noqa: E731  (n,) column
+    x = lambda c: -1 + 2 * c / (SIDE - 1)  # noqa: E731  the column's x in [-1, 1]
+    torch.testing.assert_close(offset, x(col(0)) - x(col(1)), atol=1e-3, rtol=0)
+    assert ((offset < 0) == left.bool()).all()  # A is left of B: a negative offset
+    torch.testing.assert_close(swapped, -offset)
+    torch.testing.assert_close(offset_mirrored, -offset, atol=1e-3, rtol=0)
+
+
+
+def _ask(model: VQAModel, grid: torch.Tensor, a_first: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
+    """Logits of "is X <side> of Y?" as tokens ``<START> X left|right Y <END>``: A is word 3, B word 4,
+    left 5, right 6."""
+    n = grid.size(0)
+    first, second = 3 + (1 - a_first), 3 + a_first
+    tokens = torch.stack([torch.ones(n, dtype=torch.long), first, 5 + side, second, torch.full((n,), 2)], 1)
+    return model(grid, tokens, torch.full((n,), 5), torch.arange(n))  # (n, 2)
+
+
+def test_trained_relation_answers_flip_when_the_scene_is_mirrored(one_thread) -> None:
+    """A tiny VQA model (LSTM words → grounded fusion → classifier) learns "is X left/right of Y?" for named
+    objects on 4×4 grids; its answers on held-out scenes flip when the scene is mirrored left-right."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    model = VQAModel(GridEncoder(), QuestionEncoder(7, 8, 16, phrases=True),
+                     GroundedFusion(16, 3, 3, fused_dim=16, attention_dim=16, word_attention_dim=16), 2, 16, 0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(200):
+        grid, left = left_right_scenes(64, g, background=True)
+        a_first, side = torch.randint(0, 2, (2, 64), generator=g)  # side 0: "left of", 1: "right of"
+        truth = (left ^ (1 - a_first)) ^ side  # yes (1) iff X is on that side of Y
+        loss = nn.functional.cross_entropy(_ask(model, grid, a_first, side), truth)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    grid, left = left_right_scenes(200, g, background=True)
+    a_first, side = torch.randint(0, 2, (2, 200), generator=g)
+    with torch.no_grad():
+        said = _ask(model, grid, a_first, side).argmax(-1)
+        said_mirrored = _ask(model, mirrored(grid), a_first, side).argmax(-1)
+    assert (said == (left ^ (1 - a_first)) ^ side).float().mean() > 0.95
+    assert (said_mirrored != said).float().mean() > 0.95  # left of became right of
+
+
+def test_grounded_fusion_is_registered_and_checks_its_input() -> None:
+    fusion = FUSIONS.build({"name": "grounded", "question_dim": 6, "image_dim": 0, "grid_dim": 5, "heads": 2})
+    assert isinstance(fusion, GroundedFusion) and fusion.needs_words and fusion.config["heads"] == 2
+    assert_needs_square_grid_and_words(fusion)
+    q, words = question_words(QuestionEncoder(10, 4, 6, phrases=True), [[1, 4, 2]])
+    with pytest.raises(ValueError, match="phrases: true"):
+        fusion(q, None, torch.randn(1, 4, 5), words=words._replace(phrases=None))
+    with pytest.raises(ValueError, match="heads"):
+        GroundedFusion(6, 0, 5, heads=0)
+    with pytest.raises(ValueError, match="glimpses"):
+        GroundedFusion(6, 0, 5, glimpses=-1)
+
+
+def test_save_vqa_load_vqa_round_trip_gives_identical_logits(tmp_path: Path) -> None:
+    meta = assert_round_trip(tmp_path, lambda q, v, g: GroundedFusion(q, v, g, fused_dim=10, attention_dim=6, heads=3,
+                                                                      read_features=False), "grounded")
+    assert meta["heads"] == 3 and meta["read_features"] is False
+
+
+def test_the_default_config_is_the_grounded_fusion_and_reloads(tiny_shapes: Path, tmp_path: Path) -> None:
+    cli = fit_vqa_layer("configs/vqa/shapes.yaml", tiny_shapes, tmp_path)  # shapes.yaml layered on itself
+    model = cli.model.model
+    assert isinstance(model.fusion, GroundedFusion) and model.fusion.config["heads"] == 4
+    assert model.question_encoder.config["phrases"] is True
+    assert torch.isfinite(cli.trainer.logged_metrics["train/loss"])
+    path = tmp_path / "grounded.ckpt"
+    cli.trainer.save_checkpoint(path)
+    assert_reloads_identically(cli, path)
