@@ -54,6 +54,8 @@ def test_the_word_path_reads_the_grid_without_training_the_encoder() -> None:
         fusion(q.detach(), None, grid, words=QuestionWords(*(t.detach() for t in words))).sum().backward()
         grads[detach] = grid.grad
     assert grads[True] is None and grads[False].abs().sum() > 0
+    assert _fusion().words.gate.weight.abs().sum() == 0  # reading features, the gates start at zero ...
+    assert _fusion(read_features=False).words.gate.weight.abs().sum() > 0  # ... reading coordinates, they do not
     assert isinstance(_fusion(key_hidden=8).words.key, nn.Sequential)  # an MLP computes the keys
 
 
@@ -80,8 +82,11 @@ def test_signed_gates_give_the_offset_of_the_two_named_objects_and_flip_when_mir
     gates = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])  # states: +1 at the first-named object, -1 at the second
     words = QuestionWords(gates.expand(50, -1, -1), first_a.expand(50, -1, -1), torch.ones(50, 2, dtype=torch.bool))
     ground = _constructed_grounding()
+    where = WordGrounding(word_dim=2, feat_dim=2 + 2, attention_dim=2, heads=1, read_features=False)
+    where.load_state_dict(ground.state_dict())  # the same grounding, reading the coordinates alone
     with torch.no_grad():
-        offset = ground(feats, words)[:, 2]  # (n,): the x part of d_0
+        offset = ground(feats, words)[:, 2]  # (n,): the x part of d_0 = [features, x, y, count]
+        torch.testing.assert_close(where(feats, words), ground(feats, words)[:, 2:])  # d_0 = [x, y, count]
         swapped = ground(feats, words._replace(phrases=first_a.flip(0).expand(50, -1, -1)))[:, 2]
         mirrored_feats = torch.cat([mirrored(grid), coordinates(SIDE).expand(50, -1, -1)], dim=-1)
         offset_mirrored = ground(mirrored_feats, words)[:, 2]

@@ -181,7 +181,11 @@ class AttentionFusion(nn.Module):
         """Fuses question vectors (Q, Dq) with their images' grids (Q, N, Dg) → (Q, F)."""
         if grid is None:
             raise ValueError("AttentionFusion needs the encoder's grid")
-        feats = self.features(grid)  # (Q, N, D)
+        return self.fuse(q, self.features(grid))
+
+    def fuse(self, q: Tensor, feats: Tensor) -> Tensor:
+        """Fuses question vectors (Q, Dq) with already normalized grid features (Q, N, D) (:meth:`features`)
+        → (Q, F)."""
         logits = self.score(torch.tanh(self.g_att(feats) + self.q_att(q).unsqueeze(1))).transpose(1, 2)  # (Q, K, N)
         weights = logits.softmax(dim=-1)
         self.last_weights = (weights.squeeze(1) if self.glimpses == 1 else weights).detach()
@@ -228,8 +232,7 @@ class GroundedFusion(nn.Module):
         self.config = dict(name="grounded", question_dim=question_dim, image_dim=image_dim, grid_dim=grid_dim,
                            fused_dim=fused_dim, attention_dim=attention_dim, word_attention_dim=word_attention_dim,
                            glimpses=glimpses, heads=heads, key_hidden=key_hidden, read_features=read_features,
-                           detach_grid=detach_grid,
-                           dropout=dropout)
+                           detach_grid=detach_grid, dropout=dropout)
         self.attention = AttentionFusion(question_dim, image_dim, grid_dim, fused_dim, attention_dim, dropout,
                                          glimpses, coordinates=True, counts=True) if glimpses else None
         self.words = WordGrounding(question_dim, grid_dim + 2, word_attention_dim, heads, key_hidden,
@@ -248,10 +251,10 @@ class GroundedFusion(nn.Module):
         → (Q, F)."""
         if grid is None or words is None:
             raise ValueError("GroundedFusion needs the encoder's grid and the question word by word")
-        feats = unit_features(grid.detach() if self.detach_grid else grid, True, "GroundedFusion")  # (Q, N, D)
-        d = self.words(feats, words)  # (Q, K·(D+1)): signed sums of the phrases' readings
+        feats = unit_features(grid, True, "GroundedFusion")  # (Q, N, D): normalized once for both paths
+        d = self.words(feats.detach() if self.detach_grid else feats, words)  # (Q, K·(D+1)): signed sums
         fused = torch.tanh(self.q_proj(self.drop(q))) * torch.tanh(self.d_proj(self.drop(d)))  # (Q, F)
-        return fused if self.attention is None else fused + self.attention(q, v, grid)
+        return fused if self.attention is None else fused + self.attention.fuse(q, feats)
 
 
 FUSIONS.register("film")(FiLMFusion)  # question-conditioned convolutions over the grid (models/film.py)
