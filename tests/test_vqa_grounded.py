@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from captioning.models.film import coordinates
-from captioning.models.grounded import WordGrounding
-from captioning.models.vqa import FUSIONS, GroundedFusion, QuestionEncoder, QuestionWords, VQAModel
+from captioning.models.grounded import PhrasePointers, WordGrounding
+from captioning.models.vqa import AttentionFusion, FUSIONS, GroundedFusion, QuestionEncoder, QuestionWords, VQAModel
 from vqa_helpers import (SIDE, GridEncoder, ask_twice_then_padded, assert_needs_square_grid_and_words,
                          assert_reloads_identically, assert_round_trip, fit_vqa_layer, left_right_scenes, mirrored,
                          question_words)
@@ -134,6 +134,44 @@ def test_trained_relation_answers_flip_when_the_scene_is_mirrored(one_thread) ->
     assert (said_mirrored != said).float().mean() > 0.95  # left of became right of
 
 
+def test_each_glimpse_query_offset_moves_its_own_glimpse_only() -> None:
+    attention = AttentionFusion(6, 0, 5, fused_dim=7, attention_dim=4, glimpses=2, coordinates=True, counts=True)
+    feats, q = attention.features(torch.randn(3, 4, 5)), torch.randn(3, 6)  # (Q, N, D), (Q, H)
+    offsets = torch.zeros(3, 2, 4)
+    offsets[:, 0] = torch.randn(3, 4)  # glimpse 0 only
+    with torch.no_grad():
+        z, weights = attention.read(q, feats)
+        z_zero, weights_zero = attention.read(q, feats, torch.zeros(3, 2, 4))
+        _, moved = attention.read(q, feats, offsets)
+    torch.testing.assert_close(z_zero, z)  # zero offsets: the glimpses as without
+    torch.testing.assert_close(weights_zero, weights)
+    torch.testing.assert_close(moved[:, 1], weights[:, 1])
+    assert not torch.allclose(moved[:, 0], weights[:, 0])
+
+
+def test_phrase_pointers_start_silent_lean_by_order_and_skip_padding() -> None:
+    torch.manual_seed(0)
+    enc = QuestionEncoder(10, 4, 6, phrases=True).eval()
+    q, words = question_words(enc, [[1, 4, 5, 6, 7, 2], [1, 6, 2, 0, 0, 0]])
+    grid = torch.randn(2, 4, 5)
+    with_pointers, without = _fusion(pointers=True), _fusion()
+    without.load_state_dict(with_pointers.state_dict(), strict=False)  # the shared weights
+    with torch.no_grad():
+        torch.testing.assert_close(with_pointers(q, None, grid, words=words), without(q, None, grid, words=words))
+        pointers = PhrasePointers(6, 4, glimpses=2)
+        nn.init.zeros_(pointers.content.weight)  # order alone
+        nn.init.zeros_(pointers.content.bias)
+        assert pointers(words).shape == (2, 2, 4)  # (Q, K, A)
+    weights = pointers.last_weights  # (Q, K, T)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 2))
+    assert weights[1, :, 3:].abs().max() == 0  # padding is never picked
+    first, last = weights[0, 0], weights[0, 1]
+    assert (first.diff() < 0).all() and (last.diff() > 0).all()  # the first leans to the start, the last to the end
+    assert pointers.order.tolist() == [-1.0, 1.0]
+    assert PhrasePointers(6, 4, glimpses=3).order.tolist() == [-1.0, 0.0, 1.0]
+    assert _fusion(pointers=True, glimpses=0).pointers is None  # no glimpses, nothing to point for
+
+
 def test_grounded_fusion_is_registered_and_checks_its_input() -> None:
     fusion = FUSIONS.build({"name": "grounded", "question_dim": 6, "image_dim": 0, "grid_dim": 5, "heads": 2})
     assert isinstance(fusion, GroundedFusion) and fusion.needs_words and fusion.config["heads"] == 2
@@ -141,6 +179,8 @@ def test_grounded_fusion_is_registered_and_checks_its_input() -> None:
     q, words = question_words(QuestionEncoder(10, 4, 6, phrases=True), [[1, 4, 2]])
     with pytest.raises(ValueError, match="phrases: true"):
         fusion(q, None, torch.randn(1, 4, 5), words=words._replace(phrases=None))
+    with pytest.raises(ValueError, match=r"pointers=True\) needs a question encoder with phrases: true"):
+        PhrasePointers(6, 4, 2)(words._replace(phrases=None))
     with pytest.raises(ValueError, match="heads"):
         GroundedFusion(6, 0, 5, heads=0)
     with pytest.raises(ValueError, match="glimpses"):
@@ -149,14 +189,15 @@ def test_grounded_fusion_is_registered_and_checks_its_input() -> None:
 
 def test_save_vqa_load_vqa_round_trip_gives_identical_logits(tmp_path: Path) -> None:
     meta = assert_round_trip(tmp_path, lambda q, v, g: GroundedFusion(q, v, g, fused_dim=10, attention_dim=6, heads=3,
-                                                                      read_features=False), "grounded")
-    assert meta["heads"] == 3 and meta["read_features"] is False
+                                                                      read_features=False, pointers=True), "grounded")
+    assert meta["heads"] == 3 and meta["read_features"] is False and meta["pointers"] is True
 
 
 def test_the_default_config_is_the_grounded_fusion_and_reloads(tiny_shapes: Path, tmp_path: Path) -> None:
     cli = fit_vqa_layer("configs/vqa/shapes.yaml", tiny_shapes, tmp_path)  # shapes.yaml layered on itself
     model = cli.model.model
     assert isinstance(model.fusion, GroundedFusion) and model.fusion.config["heads"] == 4
+    assert model.fusion.config["pointers"] is False and model.fusion.pointers is None
     assert model.question_encoder.config["phrases"] is True
     assert torch.isfinite(cli.trainer.logged_metrics["train/loss"])
     path = tmp_path / "grounded.ckpt"

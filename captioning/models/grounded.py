@@ -22,6 +22,9 @@ is the word-level path that :class:`~captioning.models.vqa.GroundedFusion` adds 
 
 The fusion multiplies ``d`` with the question (``tanh(W_q q) * tanh(W_d d)``): "left of" against "right of"
 (in ``q``) times the sign of the offset (in ``d``) is a single product.
+
+:class:`PhrasePointers` gives each of the fusion's glimpses a phrase of its own to add to its query, picked by
+an order-aware pointer over the question's tokens (``GroundedFusion(pointers=True)``).
 """
 
 from __future__ import annotations
@@ -74,3 +77,40 @@ class WordGrounding(nn.Module):
         gates = torch.tanh(self.gate(words.states)) * words.mask.unsqueeze(-1)  # (Q, T, K), 0 at padding
         self.last_weights, self.last_gates = weights.detach(), gates.detach()
         return torch.bmm(gates.transpose(1, 2), readings).flatten(1)  # (Q, K·(D+1))
+
+
+class PhrasePointers(nn.Module):
+    """Gives each glimpse of :class:`~captioning.models.vqa.GroundedFusion` a phrase of its own, picked by an
+    order-aware pointer over the question's tokens.
+
+    Pointer ``k`` weighs the tokens by ``softmax_i(c_k . p_i + b_k pos_i)`` (``p_i``: the phrase features,
+    ``pos_i``: 0 at the first token, 1 at the last); ``b`` starts spread from -1 to 1, so the first glimpse leans
+    to the question's start and the last to its end. The picked phrase, projected to the attention width, is
+    added to the glimpse's query. The projection starts at zero, so a model starts as without pointers.
+
+    Args:
+        word_dim: Width of the phrase features.
+        attention_dim: Width of the glimpses' attention layer.
+        glimpses: Number of glimpses (one pointer each).
+    """
+
+    def __init__(self, word_dim: int, attention_dim: int, glimpses: int) -> None:
+        super().__init__()
+        self.content = nn.Linear(word_dim, glimpses)
+        self.order = nn.Parameter(torch.linspace(-1.0, 1.0, glimpses) if glimpses > 1 else torch.zeros(1))
+        self.project = nn.Linear(word_dim, attention_dim, bias=False)
+        nn.init.zeros_(self.project.weight)
+        self.last_weights: Tensor | None = None  # (Q, K, T)
+
+    def forward(self, words: QuestionWords) -> Tensor:
+        """The question word by word → each glimpse's query offset (Q, K, A)."""
+        if words.phrases is None:
+            raise ValueError("GroundedFusion(pointers=True) needs a question encoder with phrases: true")
+        lengths = words.mask.sum(1, keepdim=True)  # (Q, 1)
+        steps = torch.arange(words.mask.size(1), device=lengths.device)
+        position = steps / (lengths - 1).clamp(min=1)  # (Q, T): 0 at the first token, 1 at the last
+        scores = self.content(words.phrases) + position.unsqueeze(-1) * self.order  # (Q, T, K)
+        scores = scores.float().masked_fill(~words.mask.unsqueeze(-1), float("-inf"))
+        weights = scores.softmax(dim=1).transpose(1, 2)  # (Q, K, T)
+        self.last_weights = weights.detach()
+        return self.project(torch.bmm(weights.to(words.phrases.dtype), words.phrases))  # (Q, K, A)

@@ -20,7 +20,8 @@
 * :class:`GroundedFusion` (``grounded``, the shapes default) — :class:`AttentionFusion`'s glimpses plus
   :class:`~captioning.models.grounded.WordGrounding`: every phrase of the question attends over the grid by
   itself, and signed word gates combine the phrases' readings (the first object's position minus the
-  second's), for questions relating two objects.
+  second's), for questions relating two objects; with ``pointers`` each glimpse's query also gets a phrase
+  that its own order-aware pointer picks (:class:`~captioning.models.grounded.PhrasePointers`).
 * :class:`VQAModel` — encoder → fusion → classifier (an MLP over the answer vocabulary).
 """
 
@@ -35,7 +36,7 @@ from torch import Tensor, nn
 from captioning.models.cells import build_rnn, check_cell, run_fused
 from captioning.models.film import FiLMFusion, unit_features
 from captioning.models.question_words import QuestionWords
-from captioning.models.grounded import WordGrounding
+from captioning.models.grounded import PhrasePointers, WordGrounding
 from captioning.models.relational import RelationalFusion
 from captioning.core.registry import Registry
 
@@ -183,17 +184,28 @@ class AttentionFusion(nn.Module):
             raise ValueError("AttentionFusion needs the encoder's grid")
         return self.fuse(q, self.features(grid))
 
-    def fuse(self, q: Tensor, feats: Tensor) -> Tensor:
+    def fuse(self, q: Tensor, feats: Tensor, offsets: Tensor | None = None) -> Tensor:
         """Fuses question vectors (Q, Dq) with already normalized grid features (Q, N, D) (:meth:`features`)
-        → (Q, F)."""
-        logits = self.score(torch.tanh(self.g_att(feats) + self.q_att(q).unsqueeze(1))).transpose(1, 2)  # (Q, K, N)
-        weights = logits.softmax(dim=-1)
+        → (Q, F); ``offsets`` as in :meth:`read`."""
+        z, weights = self.read(q, feats, offsets)  # (Q, K·(D[+1])), (Q, K, N)
         self.last_weights = (weights.squeeze(1) if self.glimpses == 1 else weights).detach()
+        return torch.tanh(self.q_proj(self.drop(q))) * torch.tanh(self.z_proj(self.drop(z)))  # (Q, F)
+
+    def read(self, query: Tensor, feats: Tensor, offsets: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The glimpses that ``query`` (Q, Dq) takes of normalized grid features (Q, N, D): their attended
+        features (and soft counts) z (Q, K·(D[+1])) and weights (Q, K, N). ``offsets`` (Q, K, A), if given, are
+        added to each glimpse's projected query."""
+        keys, queries = self.g_att(feats), self.q_att(query)  # (Q, N, A), (Q, A)
+        if offsets is None:
+            logits = self.score(torch.tanh(keys + queries.unsqueeze(1))).transpose(1, 2)  # (Q, K, N)
+        else:  # glimpse k's own query
+            hidden = torch.tanh(keys.unsqueeze(1) + (queries.unsqueeze(1) + offsets).unsqueeze(2))  # (Q, K, N, A)
+            logits = torch.einsum("qkna,ka->qkn", hidden, self.score.weight) + self.score.bias.unsqueeze(-1)
+        weights = logits.softmax(dim=-1)
         parts = [torch.bmm(weights, feats)]  # (Q, K, D)
         if self.counts:
             parts.append(torch.sigmoid(logits).sum(dim=-1, keepdim=True) / logits.size(-1) ** 0.5)  # (Q, K, 1)
-        z = torch.cat(parts, dim=-1).flatten(1)  # (Q, K * (D [+1]))
-        return torch.tanh(self.q_proj(self.drop(q))) * torch.tanh(self.z_proj(self.drop(z)))  # (Q, F)
+        return torch.cat(parts, dim=-1).flatten(1), weights  # (Q, K * (D [+1])), (Q, K, N)
 
 
 @FUSIONS.register("grounded")
@@ -217,6 +229,8 @@ class GroundedFusion(nn.Module):
         key_hidden: Hidden width of an MLP computing the grounding's keys (0: a linear map).
         detach_grid: The word path does not train the image encoder.
         dropout: Dropout on the inputs of every projection.
+        pointers: Each glimpse's query also gets the phrase that its own order-aware pointer picks
+            (:class:`~captioning.models.grounded.PhrasePointers`; needs glimpses).
     """
 
     needs_grid = True
@@ -225,20 +239,21 @@ class GroundedFusion(nn.Module):
     def __init__(self, question_dim: int, image_dim: int, grid_dim: int, fused_dim: int = 512,
                  attention_dim: int = 256, word_attention_dim: int = 128, glimpses: int = 2, heads: int = 4,
                  key_hidden: int = 0, read_features: bool = True, detach_grid: bool = True,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, pointers: bool = False) -> None:
         super().__init__()
         if glimpses < 0:
             raise ValueError(f"GroundedFusion: glimpses must be >= 0, got {glimpses}")
         self.config = dict(name="grounded", question_dim=question_dim, image_dim=image_dim, grid_dim=grid_dim,
                            fused_dim=fused_dim, attention_dim=attention_dim, word_attention_dim=word_attention_dim,
                            glimpses=glimpses, heads=heads, key_hidden=key_hidden, read_features=read_features,
-                           detach_grid=detach_grid, dropout=dropout)
+                           detach_grid=detach_grid, dropout=dropout, pointers=pointers)
         self.attention = AttentionFusion(question_dim, image_dim, grid_dim, fused_dim, attention_dim, dropout,
                                          glimpses, coordinates=True, counts=True) if glimpses else None
         self.words = WordGrounding(question_dim, grid_dim + 2, word_attention_dim, heads, key_hidden,
                                    read_features)
         self.q_proj, self.d_proj = nn.Linear(question_dim, fused_dim), nn.Linear(self.words.out_dim, fused_dim)
         self.detach_grid, self.drop, self.out_dim = detach_grid, nn.Dropout(dropout), fused_dim
+        self.pointers = PhrasePointers(question_dim, attention_dim, glimpses) if pointers and glimpses else None
 
     @property
     def last_weights(self) -> Tensor | None:
@@ -254,7 +269,10 @@ class GroundedFusion(nn.Module):
         feats = unit_features(grid, True, "GroundedFusion")  # (Q, N, D): normalized once for both paths
         d = self.words(feats.detach() if self.detach_grid else feats, words)  # (Q, K·(D+1)): signed sums
         fused = torch.tanh(self.q_proj(self.drop(q))) * torch.tanh(self.d_proj(self.drop(d)))  # (Q, F)
-        return fused if self.attention is None else fused + self.attention.fuse(q, feats)
+        if self.attention is None:
+            return fused
+        offsets = None if self.pointers is None else self.pointers(words)  # (Q, K, A)
+        return fused + self.attention.fuse(q, feats, offsets)
 
 
 FUSIONS.register("film")(FiLMFusion)  # question-conditioned convolutions over the grid (models/film.py)
