@@ -169,7 +169,6 @@ def test_phrase_pointers_start_silent_lean_by_order_and_skip_padding() -> None:
     assert (first.diff() < 0).all() and (last.diff() > 0).all()  # the first leans to the start, the last to the end
     assert pointers.order.tolist() == [-1.0, 1.0]
     assert PhrasePointers(6, 4, glimpses=3).order.tolist() == [-1.0, 0.0, 1.0]
-    assert _fusion(pointers=True, glimpses=0).pointers is None  # no glimpses, nothing to point for
 
 
 def test_grounded_fusion_is_registered_and_checks_its_input() -> None:
@@ -185,6 +184,8 @@ def test_grounded_fusion_is_registered_and_checks_its_input() -> None:
         GroundedFusion(6, 0, 5, heads=0)
     with pytest.raises(ValueError, match="glimpses"):
         GroundedFusion(6, 0, 5, glimpses=-1)
+    with pytest.raises(ValueError, match="pointers: true needs glimpses.*got glimpses: 0"):
+        GroundedFusion(6, 0, 5, glimpses=0, pointers=True)
 
 
 def test_save_vqa_load_vqa_round_trip_gives_identical_logits(tmp_path: Path) -> None:

@@ -200,7 +200,8 @@ class AttentionFusion(nn.Module):
             logits = self.score(torch.tanh(keys + queries.unsqueeze(1))).transpose(1, 2)  # (Q, K, N)
         else:  # glimpse k's own query
             hidden = torch.tanh(keys.unsqueeze(1) + (queries.unsqueeze(1) + offsets).unsqueeze(2))  # (Q, K, N, A)
-            logits = torch.einsum("qkna,ka->qkn", hidden, self.score.weight) + self.score.bias.unsqueeze(-1)
+            logits = torch.einsum("qkna,ka->qkn", hidden, self.score.weight)  # (Q, K, N)
+            logits = logits + self.score.bias.unsqueeze(-1)
         weights = logits.softmax(dim=-1)
         parts = [torch.bmm(weights, feats)]  # (Q, K, D)
         if self.counts:
@@ -230,7 +231,7 @@ class GroundedFusion(nn.Module):
         detach_grid: The word path does not train the image encoder.
         dropout: Dropout on the inputs of every projection.
         pointers: Each glimpse's query also gets the phrase that its own order-aware pointer picks
-            (:class:`~captioning.models.grounded.PhrasePointers`; needs glimpses).
+            (:class:`~captioning.models.grounded.PhrasePointers`; needs ``glimpses`` > 0).
     """
 
     needs_grid = True
@@ -243,6 +244,8 @@ class GroundedFusion(nn.Module):
         super().__init__()
         if glimpses < 0:
             raise ValueError(f"GroundedFusion: glimpses must be >= 0, got {glimpses}")
+        if pointers and not glimpses:
+            raise ValueError("GroundedFusion: pointers: true needs glimpses (it points for them), got glimpses: 0")
         self.config = dict(name="grounded", question_dim=question_dim, image_dim=image_dim, grid_dim=grid_dim,
                            fused_dim=fused_dim, attention_dim=attention_dim, word_attention_dim=word_attention_dim,
                            glimpses=glimpses, heads=heads, key_hidden=key_hidden, read_features=read_features,
@@ -253,7 +256,7 @@ class GroundedFusion(nn.Module):
                                    read_features)
         self.q_proj, self.d_proj = nn.Linear(question_dim, fused_dim), nn.Linear(self.words.out_dim, fused_dim)
         self.detach_grid, self.drop, self.out_dim = detach_grid, nn.Dropout(dropout), fused_dim
-        self.pointers = PhrasePointers(question_dim, attention_dim, glimpses) if pointers and glimpses else None
+        self.pointers = PhrasePointers(question_dim, attention_dim, glimpses) if pointers else None
 
     @property
     def last_weights(self) -> Tensor | None:
