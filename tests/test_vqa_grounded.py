@@ -149,6 +149,30 @@ def test_each_glimpse_query_offset_moves_its_own_glimpse_only() -> None:
     assert not torch.allclose(moved[:, 0], weights[:, 0])
 
 
+def _question_share_of_attention(multiplicative: bool, seed: int) -> float:
+    """At initialization, how much of the glimpse logits' spread over positions changes with the question: two
+    random questions asked of one random 8×8 grid."""
+    torch.manual_seed(seed)
+    attention = AttentionFusion(64, 0, 32, fused_dim=16, attention_dim=64, glimpses=2, coordinates=True,
+                                counts=True, multiplicative=multiplicative)
+    feats, q = attention.features(torch.randn(1, 64, 32).expand(2, -1, -1)), torch.tanh(torch.randn(2, 64))
+    with torch.no_grad():
+        logits = attention.read(q, feats)[1].log()  # (Q, K, N)
+    centred = logits - logits.mean(-1, keepdim=True)
+    return ((centred[0] - centred[1]).pow(2).mean() / centred.pow(2).mean()).item()
+
+
+def test_multiplicative_glimpses_depend_on_the_question_from_the_start() -> None:
+    for seed in range(3):
+        assert _question_share_of_attention(False, seed) < 0.3  # additive: nearly the same map for any question
+        assert _question_share_of_attention(True, seed) > 1.0  # multiplicative: unrelated maps
+    fusion = _fusion(multiplicative=True)
+    assert fusion.attention.multiplicative and fusion.config["multiplicative"] is True
+    keys, queries = torch.randn(3, 4), torch.randn(3, 4)
+    torch.testing.assert_close(fusion.attention.interact(keys, queries), torch.tanh(keys) * torch.tanh(queries))
+    assert _fusion().attention.interact(keys, queries).equal(torch.tanh(keys + queries))  # the default: additive
+
+
 def test_phrase_pointers_start_silent_lean_by_order_and_skip_padding() -> None:
     torch.manual_seed(0)
     enc = QuestionEncoder(10, 4, 6, phrases=True).eval()
@@ -190,8 +214,10 @@ def test_grounded_fusion_is_registered_and_checks_its_input() -> None:
 
 def test_save_vqa_load_vqa_round_trip_gives_identical_logits(tmp_path: Path) -> None:
     meta = assert_round_trip(tmp_path, lambda q, v, g: GroundedFusion(q, v, g, fused_dim=10, attention_dim=6, heads=3,
-                                                                      read_features=False, pointers=True), "grounded")
+                                                                      read_features=False, pointers=True,
+                                                                      multiplicative=True), "grounded")
     assert meta["heads"] == 3 and meta["read_features"] is False and meta["pointers"] is True
+    assert meta["multiplicative"] is True
 
 
 def test_the_default_config_is_the_grounded_fusion_and_reloads(tiny_shapes: Path, tmp_path: Path) -> None:

@@ -137,7 +137,11 @@ class AttentionFusion(nn.Module):
     ``(x, y)`` in [-1, 1] is appended (CoordConv-style), so an attended feature says *where* the attended thing
     is and two glimpses can compare positions ("is the red circle left of the blue square?"). Glimpse ``k``
     has its own scores ``s_kn = w_k^T tanh(W_g g_n + W_q q)``, weights ``softmax_n(s_kn)`` and attended
-    feature ``sum_n a_kn g_n``. With ``counts`` each glimpse also contributes ``sum_n sigmoid(s_kn) / sqrt(N)``,
+    feature ``sum_n a_kn g_n``. With ``multiplicative`` the scores are ``w_k^T (tanh(W_g g_n) * tanh(W_q q))``:
+    the question gates every unit of the key, so the attention depends on the question from the first step.
+    In the additive form the question's first-order term ``w_k^T W_q q`` is the same at every position and
+    cancels in the softmax; only the tanh's curvature lets the question move the attention, which it barely
+    does at initialization. With ``counts`` each glimpse also contributes ``sum_n sigmoid(s_kn) / sqrt(N)``,
     a soft count of matching positions that softmax weights (summing to 1) cannot express; the scale keeps it
     near a feature component's size at initialization (an unscaled ``N/2`` saturates the tanh). The glimpses (and
     counts) are concatenated to ``z``, and ``tanh(W_q' q) * tanh(W_z z)`` is the fused vector.
@@ -152,20 +156,22 @@ class AttentionFusion(nn.Module):
         glimpses: Number of attention distributions (Kazemi & Elqursh 2017 use 2).
         coordinates: Append each position's coordinates to its grid feature (needs a square grid).
         counts: Append each glimpse's soft count.
+        multiplicative: Multiplicative scores (the key's units gated by the question's) instead of additive.
     """
 
     needs_grid = True
 
     def __init__(self, question_dim: int, image_dim: int, grid_dim: int, fused_dim: int = 1024,
                  attention_dim: int = 512, dropout: float = 0.0, glimpses: int = 1, coordinates: bool = False,
-                 counts: bool = False) -> None:
+                 counts: bool = False, multiplicative: bool = False) -> None:
         super().__init__()
         if glimpses < 1:
             raise ValueError(f"AttentionFusion: glimpses must be >= 1, got {glimpses}")
         self.config = dict(name="attention", question_dim=question_dim, image_dim=image_dim, grid_dim=grid_dim,
                            fused_dim=fused_dim, attention_dim=attention_dim, dropout=dropout, glimpses=glimpses,
-                           coordinates=coordinates, counts=counts)
+                           coordinates=coordinates, counts=counts, multiplicative=multiplicative)
         self.glimpses, self.coordinates, self.counts = glimpses, coordinates, counts
+        self.multiplicative = multiplicative
         feat_dim = grid_dim + (2 if coordinates else 0)
         self.g_att, self.q_att = nn.Linear(feat_dim, attention_dim), nn.Linear(question_dim, attention_dim)
         self.score = nn.Linear(attention_dim, glimpses)
@@ -191,15 +197,21 @@ class AttentionFusion(nn.Module):
         self.last_weights = (weights.squeeze(1) if self.glimpses == 1 else weights).detach()
         return torch.tanh(self.q_proj(self.drop(q))) * torch.tanh(self.z_proj(self.drop(z)))  # (Q, F)
 
+    def interact(self, keys: Tensor, queries: Tensor) -> Tensor:
+        """The attention layer's hidden units from projected keys and queries (broadcast)."""
+        if self.multiplicative:
+            return torch.tanh(keys) * torch.tanh(queries)
+        return torch.tanh(keys + queries)
+
     def read(self, query: Tensor, feats: Tensor, offsets: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The glimpses that ``query`` (Q, Dq) takes of normalized grid features (Q, N, D): their attended
         features (and soft counts) z (Q, K·(D[+1])) and weights (Q, K, N). ``offsets`` (Q, K, A), if given, are
         added to each glimpse's projected query."""
         keys, queries = self.g_att(feats), self.q_att(query)  # (Q, N, A), (Q, A)
         if offsets is None:
-            logits = self.score(torch.tanh(keys + queries.unsqueeze(1))).transpose(1, 2)  # (Q, K, N)
+            logits = self.score(self.interact(keys, queries.unsqueeze(1))).transpose(1, 2)  # (Q, K, N)
         else:  # glimpse k's own query
-            hidden = torch.tanh(keys.unsqueeze(1) + (queries.unsqueeze(1) + offsets).unsqueeze(2))  # (Q, K, N, A)
+            hidden = self.interact(keys.unsqueeze(1), (queries.unsqueeze(1) + offsets).unsqueeze(2))  # (Q, K, N, A)
             logits = torch.einsum("qkna,ka->qkn", hidden, self.score.weight)  # (Q, K, N)
             logits = logits + self.score.bias.unsqueeze(-1)
         weights = logits.softmax(dim=-1)
@@ -232,6 +244,7 @@ class GroundedFusion(nn.Module):
         dropout: Dropout on the inputs of every projection.
         pointers: Each glimpse's query also gets the phrase that its own order-aware pointer picks
             (:class:`~captioning.models.grounded.PhrasePointers`; needs ``glimpses`` > 0).
+        multiplicative: The glimpses' scores multiply key and question units (:class:`AttentionFusion`).
     """
 
     needs_grid = True
@@ -240,7 +253,7 @@ class GroundedFusion(nn.Module):
     def __init__(self, question_dim: int, image_dim: int, grid_dim: int, fused_dim: int = 512,
                  attention_dim: int = 256, word_attention_dim: int = 128, glimpses: int = 2, heads: int = 4,
                  key_hidden: int = 0, read_features: bool = True, detach_grid: bool = True,
-                 dropout: float = 0.0, pointers: bool = False) -> None:
+                 dropout: float = 0.0, pointers: bool = False, multiplicative: bool = False) -> None:
         super().__init__()
         if glimpses < 0:
             raise ValueError(f"GroundedFusion: glimpses must be >= 0, got {glimpses}")
@@ -249,9 +262,11 @@ class GroundedFusion(nn.Module):
         self.config = dict(name="grounded", question_dim=question_dim, image_dim=image_dim, grid_dim=grid_dim,
                            fused_dim=fused_dim, attention_dim=attention_dim, word_attention_dim=word_attention_dim,
                            glimpses=glimpses, heads=heads, key_hidden=key_hidden, read_features=read_features,
-                           detach_grid=detach_grid, dropout=dropout, pointers=pointers)
+                           detach_grid=detach_grid, dropout=dropout, pointers=pointers,
+                           multiplicative=multiplicative)
         self.attention = AttentionFusion(question_dim, image_dim, grid_dim, fused_dim, attention_dim, dropout,
-                                         glimpses, coordinates=True, counts=True) if glimpses else None
+                                         glimpses, coordinates=True, counts=True,
+                                         multiplicative=multiplicative) if glimpses else None
         self.words = WordGrounding(question_dim, grid_dim + 2, word_attention_dim, heads, key_hidden,
                                    read_features)
         self.q_proj, self.d_proj = nn.Linear(question_dim, fused_dim), nn.Linear(self.words.out_dim, fused_dim)
