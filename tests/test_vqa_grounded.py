@@ -198,6 +198,7 @@ def test_phrase_pointers_start_silent_lean_by_order_and_skip_padding() -> None:
 def test_grounded_fusion_is_registered_and_checks_its_input() -> None:
     fusion = FUSIONS.build({"name": "grounded", "question_dim": 6, "image_dim": 0, "grid_dim": 5, "heads": 2})
     assert isinstance(fusion, GroundedFusion) and fusion.needs_words and fusion.config["heads"] == 2
+    assert not fusion.attention.multiplicative  # a stored description from before the option: additive scores
     assert_needs_square_grid_and_words(fusion)
     q, words = question_words(QuestionEncoder(10, 4, 6, phrases=True), [[1, 4, 2]])
     with pytest.raises(ValueError, match="phrases: true"):
@@ -225,6 +226,7 @@ def test_the_default_config_is_the_grounded_fusion_and_reloads(tiny_shapes: Path
     model = cli.model.model
     assert isinstance(model.fusion, GroundedFusion) and model.fusion.config["heads"] == 4
     assert model.fusion.config["pointers"] is False and model.fusion.pointers is None
+    assert model.fusion.config["multiplicative"] is False and not model.fusion.attention.multiplicative
     assert model.question_encoder.config["phrases"] is True
     assert torch.isfinite(cli.trainer.logged_metrics["train/loss"])
     path = tmp_path / "grounded.ckpt"
