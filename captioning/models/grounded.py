@@ -110,7 +110,6 @@ class PhrasePointers(nn.Module):
         steps = torch.arange(words.mask.size(1), device=lengths.device)
         position = steps / (lengths - 1).clamp(min=1)  # (Q, T): 0 at the first token, 1 at the last
         scores = self.content(words.phrases) + position.unsqueeze(-1) * self.order  # (Q, T, K)
-        scores = scores.float().masked_fill(~words.mask.unsqueeze(-1), float("-inf"))
-        weights = scores.softmax(dim=1).transpose(1, 2)  # (Q, K, T)
+        weights = words.softmax(scores.float().transpose(1, 2))  # (Q, K, T)
         self.last_weights = weights.detach()
         return self.project(torch.bmm(weights.to(words.phrases.dtype), words.phrases))  # (Q, K, A)

@@ -23,3 +23,7 @@ class QuestionWords(NamedTuple):
     states: Tensor
     phrases: Tensor | None
     mask: Tensor
+
+    def softmax(self, scores: Tensor) -> Tensor:
+        """Softmax over the tokens of scores (Q, K, T), in their dtype; padding gets zero weight."""
+        return scores.masked_fill(~self.mask.unsqueeze(1), float("-inf")).softmax(dim=-1)

@@ -84,7 +84,7 @@ class RelationalFusion(nn.Module):
             raise ValueError("RelationalFusion(phrases=True) needs a question encoder with phrases: true")
         feats = self.drop(words.phrases) if self.phrases else states  # (Q, T, H)
         logits = self.word_score(states).transpose(1, 2)  # (Q, K, T)
-        weights = logits.masked_fill(~words.mask.unsqueeze(1), torch.finfo(logits.dtype).min).softmax(dim=-1)
+        weights = words.softmax(logits)  # (Q, K, T)
         summaries = torch.bmm(weights, feats)  # (Q, K, H)
         queries = self.c_att(summaries).unflatten(-1, (self.steps, -1)).diagonal(dim1=1, dim2=2)  # (Q, A, K)
         return queries.transpose(1, 2), weights  # (Q, K, A), (Q, K, T)
