@@ -58,3 +58,21 @@ def test_fused_lstm_under_bf16_autocast_runs_in_fp32_where_the_cpu_has_no_bf16(m
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(got_state["c"], want_state["c"])
+
+
+def test_data_loaders_start_their_workers_from_a_fork_server(tiny_shapes: Path, tmp_path: Path) -> None:
+    """Forked workers of a threaded process can hang at start (runtime.worker_context); every loader with workers
+    starts them from a single-threaded fork server, and one without workers has no start method."""
+    from captioning.data.images import ImageRef, image_loader
+
+    assert runtime.worker_context(0) is None and runtime.worker_context(2) == "forkserver"  # Linux
+    args = ["--config", str(REPO / "configs/shapes.yaml"), *shapes_overrides(tiny_shapes), "--trainer.accelerator=cpu"]
+    for workers, context in ((0, None), (1, "forkserver")):
+        data = cli_main([*args, f"--data.init_args.num_workers={workers}"], run=False).datamodule
+        data.setup("fit")
+        for loader in (data.train_dataloader(), data.val_dataloader()):
+            assert (loader.multiprocessing_context and loader.multiprocessing_context.get_start_method()) == context
+            assert len(next(iter(loader))) > 0  # the workers start and read
+    image = next((tiny_shapes / "test").glob("*.png"))
+    loader = image_loader([ImageRef(image.name, image)], 16, batch_size=1, num_workers=1)
+    assert loader.multiprocessing_context.get_start_method() == "forkserver"

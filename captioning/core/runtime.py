@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import multiprocessing
 import sys
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # glibc's mallopt parameters
@@ -65,3 +66,17 @@ def fast_precision(accelerator: str | None = "auto") -> str:
     if accelerator in (None, "auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
+
+
+def worker_context(num_workers: int) -> str | None:
+    """The start method for ``num_workers`` DataLoader worker processes: ``forkserver`` where the platform has it
+    (``None``, the default, without workers or elsewhere).
+
+    Forking a process that runs other threads (DDP's, a previous loader's queue feeders) can copy a lock that one
+    of them holds: the child then blocks for ever in CPython's after-fork clean-up, and its loader with it (seen in
+    ``tests/test_distributed.py``: a rank's predict loader hung at its worker's start). A fork server is a
+    single-threaded process, so its forks cannot inherit a held lock.
+    """
+    if num_workers > 0 and "forkserver" in multiprocessing.get_all_start_methods():
+        return "forkserver"
+    return None

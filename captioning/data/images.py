@@ -17,6 +17,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from captioning.core.runtime import worker_context
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
 
 
@@ -188,4 +190,4 @@ def image_loader(refs: list[ImageRef], image_size: int, batch_size: int, num_wor
     loader of ``captioning caption``, :func:`~captioning.inference.engine.caption_files`, ``captioning features`` and
     the end-to-end benchmark)."""
     return DataLoader(ImageFiles(refs, image_size), batch_size=batch_size, num_workers=num_workers,
-                      collate_fn=collate_images)
+                      collate_fn=collate_images, multiprocessing_context=worker_context(num_workers))

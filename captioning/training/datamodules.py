@@ -19,6 +19,7 @@ from captioning.training.resumable import ResumableDataLoader, ResumableSampler
 from captioning.training.stages import StagedDataModule
 from captioning.metrics.chair import table_for
 from captioning.data.vocab import Vocabulary
+from captioning.core.runtime import worker_context
 
 
 class CaptionDataModule(StagedDataModule):
@@ -135,7 +136,8 @@ class CaptionDataModule(StagedDataModule):
                                  max_words=self.max_words, categories=None if train else self.categories(stage),
                                  features=features, feature_kind=self.feature_kind)
         options = dict(num_workers=self.num_workers, collate_fn=collate, drop_last=False,
-                       persistent_workers=self.num_workers > 0, pin_memory=False)
+                       persistent_workers=self.num_workers > 0, pin_memory=False,
+                       multiprocessing_context=worker_context(self.num_workers))
         if not train:  # under DDP, Lightning splits these with its own DistributedSampler
             return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, **options)
         trainer = self.trainer

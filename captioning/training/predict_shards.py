@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from captioning.data.shards import ShardImages
 from captioning.inference.shard_output import ShardJob
 from captioning.training.prediction_writer import CountingWriter
+from captioning.core.runtime import worker_context
 
 
 class ShardsDataModule(L.LightningDataModule):
@@ -51,7 +52,7 @@ class ShardsDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         workers = min(self.num_workers, len(self.mine))
         return DataLoader(ShardImages(self.mine, self.image_size, self.batch_size), batch_size=None,
-                          num_workers=workers)
+                          num_workers=workers, multiprocessing_context=worker_context(workers))
 
 
 class ShardWriter(CountingWriter):

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 from captioning.data.vocab import AnswerVocab, Vocabulary
 from captioning.data.vqa import VQADataset, VQAImage, collate_vqa, read_vqa_split
 from captioning.training.stages import StagedDataModule
+from captioning.core.runtime import worker_context
 
 
 class _Collate:
@@ -108,7 +109,8 @@ class VQADataModule(StagedDataModule):
         dataset = VQADataset(self.images(stage), self.vocab, self.answer_vocab, self.image_size, self.max_words)
         return DataLoader(dataset, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
                           num_workers=self.num_workers, collate_fn=_Collate(len(self.answer_vocab)),
-                          persistent_workers=self.num_workers > 0)
+                          persistent_workers=self.num_workers > 0,
+                          multiprocessing_context=worker_context(self.num_workers))
 
 
 class ShapesVQADataModule(VQADataModule):
