@@ -173,6 +173,37 @@ def test_multiplicative_glimpses_depend_on_the_question_from_the_start() -> None
     assert _fusion().attention.interact(keys, queries).equal(torch.tanh(keys + queries))  # the default: additive
 
 
+def test_compared_glimpses_add_their_offset_gated_by_the_question_and_it_flips_when_mirrored() -> None:
+    torch.manual_seed(0)
+    fusion = AttentionFusion(6, 0, 3, fused_dim=7, attention_dim=4, glimpses=2, coordinates=True, compare=True)
+    grid, a_left = left_right_scenes(8, torch.Generator().manual_seed(0), background=True)  # (n, 16, 3): A, B, empty
+    with torch.no_grad():  # glimpse 1 on A (channel 0), glimpse 2 on B (channel 1)
+        fusion.g_att.weight.zero_(), fusion.g_att.bias.zero_(), fusion.q_att.weight.zero_()
+        fusion.g_att.weight[0, 0], fusion.g_att.weight[1, 1] = 1.0, 1.0
+        fusion.score.weight.zero_(), fusion.score.bias.zero_()
+        fusion.score.weight[0, 0], fusion.score.weight[1, 1] = 20.0, 20.0
+        q = torch.randn(8, 6)
+        feats = fusion.features(grid)
+        fusion(q, None, grid)
+        term = fusion.compare(q, feats, fusion.last_weights)  # (Q, F)
+        where = torch.bmm(fusion.last_weights, feats[..., -2:])  # (Q, K, 2)
+        gates = torch.tanh(fusion.compare_proj(q)).view(8, 2, 7)
+        offset = where[:, 0] - where[:, 1]  # (Q, 2): A's position minus B's
+        torch.testing.assert_close(term, offset[:, :1] * gates[:, 0] + offset[:, 1:] * gates[:, 1])
+        assert ((offset[:, 0] < 0) == a_left.bool()).all()  # the x offset's sign says which is left
+        fusion(q, None, mirrored(grid))
+        flipped = fusion.compare(q, fusion.features(mirrored(grid)), fusion.last_weights)
+    x_part = offset[:, :1] * gates[:, 0]  # mirrored: the x offset changes sign, the y offset stays
+    torch.testing.assert_close(flipped, term - 2 * x_part, atol=1e-4, rtol=1e-4)
+    assert fusion.compare_proj.out_features == 2 * 7 and fusion.config["compare"] is True
+    assert len(AttentionFusion(6, 0, 2, glimpses=3, coordinates=True, compare=True).pairs) == 3
+    for bad in (dict(glimpses=2, coordinates=False), dict(glimpses=1, coordinates=True)):
+        with pytest.raises(ValueError, match="compare: true needs coordinates: true and glimpses >= 2"):
+            AttentionFusion(6, 0, 2, compare=True, **bad)
+    assert GroundedFusion(6, 0, 5, compare=True).attention.compare_proj is not None
+    assert AttentionFusion(6, 0, 2, glimpses=2, coordinates=True).compare_proj is None  # off by default
+
+
 def test_phrase_pointers_start_silent_lean_by_order_and_skip_padding() -> None:
     torch.manual_seed(0)
     enc = QuestionEncoder(10, 4, 6, phrases=True).eval()
@@ -216,9 +247,9 @@ def test_grounded_fusion_is_registered_and_checks_its_input() -> None:
 def test_save_vqa_load_vqa_round_trip_gives_identical_logits(tmp_path: Path) -> None:
     meta = assert_round_trip(tmp_path, lambda q, v, g: GroundedFusion(q, v, g, fused_dim=10, attention_dim=6, heads=3,
                                                                       read_features=False, pointers=True,
-                                                                      multiplicative=True), "grounded")
+                                                                      multiplicative=True, compare=True), "grounded")
     assert meta["heads"] == 3 and meta["read_features"] is False and meta["pointers"] is True
-    assert meta["multiplicative"] is True
+    assert meta["multiplicative"] is True and meta["compare"] is True
 
 
 def test_the_default_config_is_the_grounded_fusion_and_reloads(tiny_shapes: Path, tmp_path: Path) -> None:

@@ -144,7 +144,11 @@ class AttentionFusion(nn.Module):
     does at initialization. With ``counts`` each glimpse also contributes ``sum_n sigmoid(s_kn) / sqrt(N)``,
     a soft count of matching positions that softmax weights (summing to 1) cannot express; the scale keeps it
     near a feature component's size at initialization (an unscaled ``N/2`` saturates the tanh). The glimpses (and
-    counts) are concatenated to ``z``, and ``tanh(W_q' q) * tanh(W_z z)`` is the fused vector.
+    counts) are concatenated to ``z``, and ``tanh(W_q' q) * tanh(W_z z)`` is the fused vector. With ``compare``
+    every pair of glimpses ``k < l`` adds its offset ``o = (x, y)_k - (x, y)_l`` (attended positions), each
+    component times its own question gate: ``+ sum_c o_c tanh(W_c q)``. A relation's answer is "left or right" (in
+    ``q``) times "which side" (the offset): inside ``tanh(W_z z)`` both factors are learned and neither predicts
+    the answer alone; here the offset is given, and the gates learn from the first step.
 
     Args:
         question_dim: Width of the question vector.
@@ -157,19 +161,24 @@ class AttentionFusion(nn.Module):
         coordinates: Append each position's coordinates to its grid feature (needs a square grid).
         counts: Append each glimpse's soft count.
         multiplicative: Multiplicative scores (the key's units gated by the question's) instead of additive.
+        compare: Add every pair of glimpses' position offset, gated by the question (needs coordinates and
+            at least 2 glimpses).
     """
 
     needs_grid = True
 
     def __init__(self, question_dim: int, image_dim: int, grid_dim: int, fused_dim: int = 1024,
                  attention_dim: int = 512, dropout: float = 0.0, glimpses: int = 1, coordinates: bool = False,
-                 counts: bool = False, multiplicative: bool = False) -> None:
+                 counts: bool = False, multiplicative: bool = False, compare: bool = False) -> None:
         super().__init__()
         if glimpses < 1:
             raise ValueError(f"AttentionFusion: glimpses must be >= 1, got {glimpses}")
+        if compare and (not coordinates or glimpses < 2):
+            raise ValueError("AttentionFusion: compare: true needs coordinates: true and glimpses >= 2, got "
+                             f"coordinates: {coordinates}, glimpses: {glimpses}")
         self.config = dict(name="attention", question_dim=question_dim, image_dim=image_dim, grid_dim=grid_dim,
                            fused_dim=fused_dim, attention_dim=attention_dim, dropout=dropout, glimpses=glimpses,
-                           coordinates=coordinates, counts=counts, multiplicative=multiplicative)
+                           coordinates=coordinates, counts=counts, multiplicative=multiplicative, compare=compare)
         self.glimpses, self.coordinates, self.counts = glimpses, coordinates, counts
         self.multiplicative = multiplicative
         feat_dim = grid_dim + (2 if coordinates else 0)
@@ -178,6 +187,8 @@ class AttentionFusion(nn.Module):
         z_dim = glimpses * (feat_dim + (1 if counts else 0))
         self.q_proj, self.z_proj = nn.Linear(question_dim, fused_dim), nn.Linear(z_dim, fused_dim)
         self.drop, self.out_dim = nn.Dropout(dropout), fused_dim
+        self.pairs = [(k, l) for k in range(glimpses) for l in range(k + 1, glimpses)] if compare else []
+        self.compare_proj = nn.Linear(question_dim, 2 * len(self.pairs) * fused_dim) if compare else None
         self.last_weights: Tensor | None = None  # (Q, N) for one glimpse, (Q, K, N) for several; for inspection
 
     def features(self, grid: Tensor) -> Tensor:
@@ -195,7 +206,16 @@ class AttentionFusion(nn.Module):
         → (Q, F); ``offsets`` as in :meth:`read`."""
         z, weights = self.read(q, feats, offsets)  # (Q, K·(D[+1])), (Q, K, N)
         self.last_weights = (weights.squeeze(1) if self.glimpses == 1 else weights).detach()
-        return torch.tanh(self.q_proj(self.drop(q))) * torch.tanh(self.z_proj(self.drop(z)))  # (Q, F)
+        fused = torch.tanh(self.q_proj(self.drop(q))) * torch.tanh(self.z_proj(self.drop(z)))  # (Q, F)
+        return fused if self.compare_proj is None else fused + self.compare(q, feats, weights)
+
+    def compare(self, q: Tensor, feats: Tensor, weights: Tensor) -> Tensor:
+        """Every pair of glimpses' offset (Q, P·2), each component times its question gate, summed → (Q, F)."""
+        where = torch.bmm(weights, feats[..., -2:])  # (Q, K, 2): the attended (x, y)
+        first, second = zip(*self.pairs)
+        offsets = (where[:, list(first)] - where[:, list(second)]).flatten(1)  # (Q, P·2)
+        gates = torch.tanh(self.compare_proj(self.drop(q))).view(q.size(0), offsets.size(1), -1)  # (Q, P·2, F)
+        return (offsets.unsqueeze(-1) * gates).sum(1)  # (Q, F)
 
     def interact(self, keys: Tensor, queries: Tensor) -> Tensor:
         """The attention layer's hidden units from projected keys and queries (broadcast)."""
@@ -245,6 +265,7 @@ class GroundedFusion(nn.Module):
         pointers: Each glimpse's query also gets the phrase that its own order-aware pointer picks
             (:class:`~captioning.models.grounded.PhrasePointers`; needs ``glimpses`` > 0).
         multiplicative: The glimpses' scores multiply key and question units (:class:`AttentionFusion`).
+        compare: The glimpses' position offsets, gated by the question, are added (:class:`AttentionFusion`).
     """
 
     needs_grid = True
@@ -253,7 +274,8 @@ class GroundedFusion(nn.Module):
     def __init__(self, question_dim: int, image_dim: int, grid_dim: int, fused_dim: int = 512,
                  attention_dim: int = 256, word_attention_dim: int = 128, glimpses: int = 2, heads: int = 4,
                  key_hidden: int = 0, read_features: bool = True, detach_grid: bool = True,
-                 dropout: float = 0.0, pointers: bool = False, multiplicative: bool = False) -> None:
+                 dropout: float = 0.0, pointers: bool = False, multiplicative: bool = False,
+                 compare: bool = False) -> None:
         super().__init__()
         if glimpses < 0:
             raise ValueError(f"GroundedFusion: glimpses must be >= 0, got {glimpses}")
@@ -263,10 +285,10 @@ class GroundedFusion(nn.Module):
                            fused_dim=fused_dim, attention_dim=attention_dim, word_attention_dim=word_attention_dim,
                            glimpses=glimpses, heads=heads, key_hidden=key_hidden, read_features=read_features,
                            detach_grid=detach_grid, dropout=dropout, pointers=pointers,
-                           multiplicative=multiplicative)
+                           multiplicative=multiplicative, compare=compare)
         self.attention = AttentionFusion(question_dim, image_dim, grid_dim, fused_dim, attention_dim, dropout,
                                          glimpses, coordinates=True, counts=True,
-                                         multiplicative=multiplicative) if glimpses else None
+                                         multiplicative=multiplicative, compare=compare) if glimpses else None
         self.words = WordGrounding(question_dim, grid_dim + 2, word_attention_dim, heads, key_hidden,
                                    read_features)
         self.q_proj, self.d_proj = nn.Linear(question_dim, fused_dim), nn.Linear(self.words.out_dim, fused_dim)
