@@ -201,6 +201,8 @@ def test_compared_glimpses_add_their_offset_gated_by_the_question_and_it_flips_w
         with pytest.raises(ValueError, match="compare: true needs coordinates: true and glimpses >= 2"):
             AttentionFusion(6, 0, 2, compare=True, **bad)
     assert GroundedFusion(6, 0, 5, compare=True).attention.compare_proj is not None
+    with pytest.raises(ValueError, match="compare: true needs glimpses.*got glimpses: 0"):
+        GroundedFusion(6, 0, 5, glimpses=0, compare=True)
     assert AttentionFusion(6, 0, 2, glimpses=2, coordinates=True).compare_proj is None  # off by default
 
 

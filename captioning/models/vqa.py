@@ -281,6 +281,8 @@ class GroundedFusion(nn.Module):
             raise ValueError(f"GroundedFusion: glimpses must be >= 0, got {glimpses}")
         if pointers and not glimpses:
             raise ValueError("GroundedFusion: pointers: true needs glimpses (it points for them), got glimpses: 0")
+        if compare and not glimpses:
+            raise ValueError("GroundedFusion: compare: true needs glimpses (it compares them), got glimpses: 0")
         self.config = dict(name="grounded", question_dim=question_dim, image_dim=image_dim, grid_dim=grid_dim,
                            fused_dim=fused_dim, attention_dim=attention_dim, word_attention_dim=word_attention_dim,
                            glimpses=glimpses, heads=heads, key_hidden=key_hidden, read_features=read_features,
