@@ -206,6 +206,40 @@ def test_compared_glimpses_add_their_offset_gated_by_the_question_and_it_flips_w
     assert AttentionFusion(6, 0, 2, glimpses=2, coordinates=True).compare_proj is None  # off by default
 
 
+def test_relation_glimpses_add_only_their_compared_offsets_and_read_the_grid_detached() -> None:
+    """``relation_glimpses``: a separate ``AttentionFusion(compare=True, product=False)`` whose gated offsets are
+    added to the fusion; with its gates at zero the fusion is the one without it; it reads the grid detached."""
+    q, words = question_words(QuestionEncoder(10, 4, 6, phrases=True).eval(), [[1, 4, 5, 2], [1, 6, 2, 0]])
+    grid = torch.randn(2, 4, 5)
+    fusion, plain = _fusion(relation_glimpses=3), _fusion()
+    plain.load_state_dict({k: v for k, v in fusion.state_dict().items() if not k.startswith("relations.")})
+    relations = fusion.relations
+    assert relations.q_proj is None and relations.z_proj is None and len(relations.pairs) == 3
+    assert fusion.config["relation_glimpses"] == 3 and relations.config["product"] is False
+    with torch.no_grad():
+        out = fusion(q, None, grid, words=words)
+        term = relations.compare(q, relations.features(grid), relations.last_weights)  # (Q, F)
+        torch.testing.assert_close(out, plain(q, None, grid, words=words) + term)
+        assert term.abs().min() > 0
+        relations.compare_proj.weight.zero_(), relations.compare_proj.bias.zero_()
+        assert fusion(q, None, grid, words=words).equal(plain(q, None, grid, words=words))
+    grads = {}
+    for detach in (True, False):
+        torch.manual_seed(0)
+        alone = _fusion(glimpses=0, relation_glimpses=2, detach_grid=detach)  # the word gates start at zero
+        grid = torch.randn(2, 4, 5, requires_grad=True)
+        alone(q.detach(), None, grid, words=QuestionWords(*(t.detach() for t in words))).sum().backward()
+        grads[detach] = grid.grad
+    assert grads[True] is None and grads[False].abs().sum() > 0
+    assert _fusion().relations is None  # off by default
+    for bad in (1, -1):
+        with pytest.raises(ValueError, match=f"relation_glimpses must be 0 or >= 2.*got {bad}"):
+            GroundedFusion(6, 0, 5, relation_glimpses=bad)
+    for bad in (dict(compare=False), dict(compare=True, counts=True)):
+        with pytest.raises(ValueError, match="product: false .* needs compare: true and counts: false"):
+            AttentionFusion(6, 0, 2, glimpses=2, coordinates=True, product=False, **bad)
+
+
 def test_phrase_pointers_start_silent_lean_by_order_and_skip_padding() -> None:
     torch.manual_seed(0)
     enc = QuestionEncoder(10, 4, 6, phrases=True).eval()
@@ -249,9 +283,10 @@ def test_grounded_fusion_is_registered_and_checks_its_input() -> None:
 def test_save_vqa_load_vqa_round_trip_gives_identical_logits(tmp_path: Path) -> None:
     meta = assert_round_trip(tmp_path, lambda q, v, g: GroundedFusion(q, v, g, fused_dim=10, attention_dim=6, heads=3,
                                                                       read_features=False, pointers=True,
-                                                                      multiplicative=True, compare=True), "grounded")
+                                                                      multiplicative=True, compare=True,
+                                                                      relation_glimpses=2), "grounded")
     assert meta["heads"] == 3 and meta["read_features"] is False and meta["pointers"] is True
-    assert meta["multiplicative"] is True and meta["compare"] is True
+    assert meta["multiplicative"] is True and meta["compare"] is True and meta["relation_glimpses"] == 2
 
 
 def test_the_default_config_is_the_grounded_fusion_and_reloads(tiny_shapes: Path, tmp_path: Path) -> None:

@@ -163,29 +163,37 @@ class AttentionFusion(nn.Module):
         multiplicative: Multiplicative scores (the key's units gated by the question's) instead of additive.
         compare: Add every pair of glimpses' position offset, gated by the question (needs coordinates and
             at least 2 glimpses).
+        product: Fuse the glimpses' features with the question (``tanh(W_q' q) * tanh(W_z z)``); ``False``
+            keeps only the compared offsets (needs ``compare``; the glimpses then only say where they look).
     """
 
     needs_grid = True
 
     def __init__(self, question_dim: int, image_dim: int, grid_dim: int, fused_dim: int = 1024,
                  attention_dim: int = 512, dropout: float = 0.0, glimpses: int = 1, coordinates: bool = False,
-                 counts: bool = False, multiplicative: bool = False, compare: bool = False) -> None:
+                 counts: bool = False, multiplicative: bool = False, compare: bool = False,
+                 product: bool = True) -> None:
         super().__init__()
         if glimpses < 1:
             raise ValueError(f"AttentionFusion: glimpses must be >= 1, got {glimpses}")
         if compare and (not coordinates or glimpses < 2):
             raise ValueError("AttentionFusion: compare: true needs coordinates: true and glimpses >= 2, got "
                              f"coordinates: {coordinates}, glimpses: {glimpses}")
+        if not product and (counts or not compare):
+            raise ValueError("AttentionFusion: product: false fuses only the compared offsets, so it needs "
+                             f"compare: true and counts: false, got compare: {compare}, counts: {counts}")
         self.config = dict(name="attention", question_dim=question_dim, image_dim=image_dim, grid_dim=grid_dim,
                            fused_dim=fused_dim, attention_dim=attention_dim, dropout=dropout, glimpses=glimpses,
-                           coordinates=coordinates, counts=counts, multiplicative=multiplicative, compare=compare)
+                           coordinates=coordinates, counts=counts, multiplicative=multiplicative, compare=compare,
+                           product=product)
         self.glimpses, self.coordinates, self.counts = glimpses, coordinates, counts
         self.multiplicative = multiplicative
         feat_dim = grid_dim + (2 if coordinates else 0)
         self.g_att, self.q_att = nn.Linear(feat_dim, attention_dim), nn.Linear(question_dim, attention_dim)
         self.score = nn.Linear(attention_dim, glimpses)
         z_dim = glimpses * (feat_dim + (1 if counts else 0))
-        self.q_proj, self.z_proj = nn.Linear(question_dim, fused_dim), nn.Linear(z_dim, fused_dim)
+        self.q_proj, self.z_proj = (nn.Linear(question_dim, fused_dim), nn.Linear(z_dim, fused_dim)) if product \
+            else (None, None)
         self.drop, self.out_dim = nn.Dropout(dropout), fused_dim
         self.pairs = [(k, l) for k in range(glimpses) for l in range(k + 1, glimpses)] if compare else []
         self.compare_proj = nn.Linear(question_dim, 2 * len(self.pairs) * fused_dim) if compare else None
@@ -206,8 +214,11 @@ class AttentionFusion(nn.Module):
         → (Q, F); ``offsets`` as in :meth:`read`."""
         z, weights = self.read(q, feats, offsets)  # (Q, K·(D[+1])), (Q, K, N)
         self.last_weights = (weights.squeeze(1) if self.glimpses == 1 else weights).detach()
-        fused = torch.tanh(self.q_proj(self.drop(q))) * torch.tanh(self.z_proj(self.drop(z)))  # (Q, F)
-        return fused if self.compare_proj is None else fused + self.compare(q, feats, weights)
+        parts = [] if self.q_proj is None else [
+            torch.tanh(self.q_proj(self.drop(q))) * torch.tanh(self.z_proj(self.drop(z)))]  # (Q, F)
+        if self.compare_proj is not None:
+            parts.append(self.compare(q, feats, weights))
+        return sum(parts[1:], parts[0])  # (Q, F)
 
     def compare(self, q: Tensor, feats: Tensor, weights: Tensor) -> Tensor:
         """Every pair of glimpses' offset (Q, P·2), each component times its question gate, summed → (Q, F)."""
@@ -260,12 +271,16 @@ class GroundedFusion(nn.Module):
         glimpses: Whole-question glimpses (with coordinates and soft counts); 0 for the word path alone.
         heads: Signed word combinations ``d_k``.
         key_hidden: Hidden width of an MLP computing the grounding's keys (0: a linear map).
-        detach_grid: The word path does not train the image encoder.
+        detach_grid: The word path (and the relation glimpses) do not train the image encoder.
         dropout: Dropout on the inputs of every projection.
         pointers: Each glimpse's query also gets the phrase that its own order-aware pointer picks
             (:class:`~captioning.models.grounded.PhrasePointers`; needs ``glimpses`` > 0).
         multiplicative: The glimpses' scores multiply key and question units (:class:`AttentionFusion`).
         compare: The glimpses' position offsets, gated by the question, are added (:class:`AttentionFusion`).
+        relation_glimpses: A separate set of this many whole-question glimpses (0: none, else >= 2) over the grid
+            (detached with ``detach_grid``), used only for their compared position offsets
+            (``AttentionFusion(compare=True, product=False)``): kept out of the glimpses that answer colour,
+            shape and counts, they can settle on the two objects that a relation question names.
     """
 
     needs_grid = True
@@ -275,7 +290,7 @@ class GroundedFusion(nn.Module):
                  attention_dim: int = 256, word_attention_dim: int = 128, glimpses: int = 2, heads: int = 4,
                  key_hidden: int = 0, read_features: bool = True, detach_grid: bool = True,
                  dropout: float = 0.0, pointers: bool = False, multiplicative: bool = False,
-                 compare: bool = False) -> None:
+                 compare: bool = False, relation_glimpses: int = 0) -> None:
         super().__init__()
         if glimpses < 0:
             raise ValueError(f"GroundedFusion: glimpses must be >= 0, got {glimpses}")
@@ -283,11 +298,14 @@ class GroundedFusion(nn.Module):
             raise ValueError("GroundedFusion: pointers: true needs glimpses (it points for them), got glimpses: 0")
         if compare and not glimpses:
             raise ValueError("GroundedFusion: compare: true needs glimpses (it compares them), got glimpses: 0")
+        if relation_glimpses < 0 or relation_glimpses == 1:
+            raise ValueError("GroundedFusion: relation_glimpses must be 0 or >= 2 (they are compared in pairs), "
+                             f"got {relation_glimpses}")
         self.config = dict(name="grounded", question_dim=question_dim, image_dim=image_dim, grid_dim=grid_dim,
                            fused_dim=fused_dim, attention_dim=attention_dim, word_attention_dim=word_attention_dim,
                            glimpses=glimpses, heads=heads, key_hidden=key_hidden, read_features=read_features,
                            detach_grid=detach_grid, dropout=dropout, pointers=pointers,
-                           multiplicative=multiplicative, compare=compare)
+                           multiplicative=multiplicative, compare=compare, relation_glimpses=relation_glimpses)
         self.attention = AttentionFusion(question_dim, image_dim, grid_dim, fused_dim, attention_dim, dropout,
                                          glimpses, coordinates=True, counts=True,
                                          multiplicative=multiplicative, compare=compare) if glimpses else None
@@ -296,6 +314,9 @@ class GroundedFusion(nn.Module):
         self.q_proj, self.d_proj = nn.Linear(question_dim, fused_dim), nn.Linear(self.words.out_dim, fused_dim)
         self.detach_grid, self.drop, self.out_dim = detach_grid, nn.Dropout(dropout), fused_dim
         self.pointers = PhrasePointers(question_dim, attention_dim, glimpses) if pointers else None
+        self.relations = AttentionFusion(question_dim, image_dim, grid_dim, fused_dim, attention_dim, dropout,
+                                         relation_glimpses, coordinates=True, compare=True, product=False) \
+            if relation_glimpses else None
 
     @property
     def last_weights(self) -> Tensor | None:
@@ -309,8 +330,11 @@ class GroundedFusion(nn.Module):
         if grid is None or words is None:
             raise ValueError("GroundedFusion needs the encoder's grid and the question word by word")
         feats = unit_features(grid, True, "GroundedFusion")  # (Q, N, D): normalized once for both paths
-        d = self.words(feats.detach() if self.detach_grid else feats, words)  # (Q, K·(D+1)): signed sums
+        side = feats.detach() if self.detach_grid else feats  # what the word path (and relation glimpses) read
+        d = self.words(side, words)  # (Q, K·(D+1)): signed sums
         fused = torch.tanh(self.q_proj(self.drop(q))) * torch.tanh(self.d_proj(self.drop(d)))  # (Q, F)
+        if self.relations is not None:
+            fused = fused + self.relations.fuse(q, side)
         if self.attention is None:
             return fused
         offsets = None if self.pointers is None else self.pointers(words)  # (Q, K, A)
