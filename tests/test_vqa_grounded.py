@@ -13,8 +13,8 @@ from captioning.models.film import coordinates
 from captioning.models.grounded import PhrasePointers, WordGrounding
 from captioning.models.vqa import AttentionFusion, FUSIONS, GroundedFusion, QuestionEncoder, QuestionWords, VQAModel
 from vqa_helpers import (SIDE, GridEncoder, ask_twice_then_padded, assert_needs_square_grid_and_words,
-                         assert_reloads_identically, assert_round_trip, fit_vqa_layer, left_right_scenes, mirrored,
-                         question_words)
+                         assert_offset_of_a_from_b, assert_reloads_identically, assert_round_trip, fit_vqa_layer,
+                         left_right_scenes, mirrored, question_words)
 
 
 def _fusion(**kwargs) -> GroundedFusion:
@@ -90,12 +90,7 @@ def test_signed_gates_give_the_offset_of_the_two_named_objects_and_flip_when_mir
         swapped = ground(feats, words._replace(phrases=first_a.flip(0).expand(50, -1, -1)))[:, 2]
         mirrored_feats = torch.cat([mirrored(grid), coordinates(SIDE).expand(50, -1, -1)], dim=-1)
         offset_mirrored = ground(mirrored_feats, words)[:, 2]
-    col = lambda ch: grid[..., ch].unflatten(1, (SIDE, SIDE)).sum(1).argmax(1)  # noqa: E731  (n,) column
-    x = lambda c: -1 + 2 * c / (SIDE - 1)  # noqa: E731  the column's x in [-1, 1]
-    torch.testing.assert_close(offset, x(col(0)) - x(col(1)), atol=1e-3, rtol=0)
-    assert ((offset < 0) == left.bool()).all()  # A is left of B: a negative offset
-    torch.testing.assert_close(swapped, -offset)
-    torch.testing.assert_close(offset_mirrored, -offset, atol=1e-3, rtol=0)
+    assert_offset_of_a_from_b(grid, left, offset, swapped, offset_mirrored)
 
 
 
@@ -284,9 +279,11 @@ def test_save_vqa_load_vqa_round_trip_gives_identical_logits(tmp_path: Path) -> 
     meta = assert_round_trip(tmp_path, lambda q, v, g: GroundedFusion(q, v, g, fused_dim=10, attention_dim=6, heads=3,
                                                                       read_features=False, pointers=True,
                                                                       multiplicative=True, compare=True,
-                                                                      relation_glimpses=2), "grounded")
+                                                                      relation_glimpses=2, word_relations=2,
+                                                                      grounding_weight=0.5), "grounded")
     assert meta["heads"] == 3 and meta["read_features"] is False and meta["pointers"] is True
     assert meta["multiplicative"] is True and meta["compare"] is True and meta["relation_glimpses"] == 2
+    assert meta["word_relations"] == 2 and meta["grounding_weight"] == 0.5
 
 
 def test_the_default_config_is_the_grounded_fusion_and_reloads(tiny_shapes: Path, tmp_path: Path) -> None:
@@ -296,7 +293,9 @@ def test_the_default_config_is_the_grounded_fusion_and_reloads(tiny_shapes: Path
     assert model.fusion.config["pointers"] is False and model.fusion.pointers is None
     assert model.fusion.config["multiplicative"] is False and not model.fusion.attention.multiplicative
     assert model.question_encoder.config["phrases"] is True
+    assert model.fusion.config["word_relations"] == 0 and model.fusion.word_relations is None
     assert torch.isfinite(cli.trainer.logged_metrics["train/loss"])
+    assert "train/auxiliary_loss" not in cli.trainer.logged_metrics  # no auxiliary objective
     path = tmp_path / "grounded.ckpt"
     cli.trainer.save_checkpoint(path)
     assert_reloads_identically(cli, path)

@@ -44,6 +44,18 @@ def mirrored(grid: torch.Tensor) -> torch.Tensor:
     return grid.unflatten(1, (SIDE, SIDE)).flip(2).flatten(1, 2)
 
 
+def assert_offset_of_a_from_b(grid: torch.Tensor, left: torch.Tensor, offset: torch.Tensor, swapped: torch.Tensor,
+                              offset_mirrored: torch.Tensor) -> None:
+    """``offset`` (n,) is x_A - x_B on the scenes of :func:`left_right_scenes` (negative where A is left of B);
+    with the two names swapped, and on the mirrored scenes, it is negated."""
+    col = grid.unflatten(1, (SIDE, SIDE)).sum(1).argmax(1)  # (n, D): each channel's column
+    x = -1 + 2 * col / (SIDE - 1)  # the column's x in [-1, 1]
+    torch.testing.assert_close(offset, x[:, 0] - x[:, 1], atol=1e-3, rtol=0)
+    assert ((offset < 0) == left.bool()).all()
+    torch.testing.assert_close(swapped, -offset)
+    torch.testing.assert_close(offset_mirrored, -offset, atol=1e-3, rtol=0)
+
+
 def fit_vqa_layer(layer: str, tiny_shapes: Path, tmp_path: Path):
     """One-batch fit (``fast_dev_run``) of ``configs/vqa/shapes.yaml`` with ``layer`` on a copy of the tiny
     shapes set; returns the CLI (its model, trainer and data module)."""

@@ -25,11 +25,16 @@ The fusion multiplies ``d`` with the question (``tanh(W_q q) * tanh(W_d d)``): "
 
 :class:`PhrasePointers` gives each of the fusion's glimpses a phrase of its own to add to its query, picked by
 an order-aware pointer over the question's tokens (``GroundedFusion(pointers=True)``).
+
+:class:`WordRelations` (``GroundedFusion(word_relations=K)``, the shapes default) grounds every phrase by a
+training objective of its own, not through the answers, and compares the places with gates that see the whole
+question: the relations are then learned from a first-order signal, on every seed tried.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captioning.models.question_words import QuestionWords
@@ -113,3 +118,85 @@ class PhrasePointers(nn.Module):
         weights = words.softmax(scores.float().transpose(1, 2))  # (Q, K, T)
         self.last_weights = weights.detach()
         return self.project(torch.bmm(weights.to(words.phrases.dtype), words.phrases))  # (Q, K, A)
+
+
+
+class WordRelations(nn.Module):
+    """Where each named thing is, compared across the question's words: the relation heads of
+    :class:`~captioning.models.vqa.GroundedFusion` (``word_relations``).
+
+    1. **Grounding.** Every token's phrase feature ``p_i`` attends over the grid with its own projections,
+       ``a_in = softmax_n(W_p p_i . W_k g_n / sqrt(A))``, and reads its place ``(x_i, y_i) = sum_n a_in (x_n, y_n)``.
+    2. **Grounding objective** (training only; ``auxiliary_loss``). What a phrase finds must tell its words:
+       the attended features, minus what the same phrase finds in another image of the batch, predict the token
+       and the one before it (cross-entropy over the word ids, hashed into ``grounding_buckets`` classes: exact
+       for a vocabulary of at most that many words). The subtraction cancels whatever a place alone could encode
+       (the coordinates, the border cells look alike in every image), so the loss falls only when each phrase
+       finds the thing it names ("red circle" the red circle), in every question that names one, from the first
+       step and whatever the answers.
+    3. **Comparison.** Head ``k`` sums the places with gates from the token's state and the whole question,
+       ``rho_k = sum_i gamma_ik (x_i, y_i)``, ``gamma_ik = MLP([h_i, q])_k`` (zero at padding). In "is the A to
+       the left of the B?" gates ``-1`` on A and ``+1`` on B give ``x_B - x_A``, positive exactly when the answer is
+       yes; "right" reverses the gates. With the grounding trained apart, ``x_A`` alone predicts the answer once
+       "left" or "right" is known, so each gate learns from a first-order signal. (A product of two factors that
+       must both be learned from the answers, as the compared glimpses' offset and gate, is learned on some
+       random draws only: docs/vqa.md, "Relation glimpses" and "Word relations".)
+
+    Args:
+        word_dim: Width of the word states, of the phrase features and of the question vector.
+        feat_dim: Width of each grid position's feature (with its coordinates, the last two channels).
+        heads: Number of gated sums ``rho_k``.
+        attention_dim: Width of the grounding's queries and keys.
+        gate_hidden: Hidden width of the gates' MLP.
+        grounding_weight: Weight of the grounding objective (0: none).
+        grounding_buckets: Classes of the grounding objective's word prediction (word id modulo this).
+    """
+
+    def __init__(self, word_dim: int, feat_dim: int, heads: int = 2, attention_dim: int = 64,
+                 gate_hidden: int = 64, grounding_weight: float = 1.0, grounding_buckets: int = 64) -> None:
+        super().__init__()
+        if heads < 1 or grounding_weight < 0 or grounding_buckets < 1:
+            raise ValueError(f"WordRelations: heads and grounding_buckets must be >= 1 and grounding_weight >= 0, got "
+                             f"{heads}, {grounding_buckets} and {grounding_weight}")
+        self.query, self.key = nn.Linear(word_dim, attention_dim), nn.Linear(feat_dim, attention_dim)
+        self.gate_hidden, self.gate = nn.Linear(2 * word_dim, gate_hidden), nn.Linear(gate_hidden, heads)
+        self.predict = nn.Linear(feat_dim - 2, 2 * grounding_buckets)  # the token's word and the one before it
+        self.grounding_weight, self.out_dim = grounding_weight, 2 * heads
+        self.auxiliary_loss: Tensor | None = None  # the grounding objective of the last training call
+        self.last_weights: Tensor | None = None  # (Q, T, N) each token's grid attention, for inspection
+        self.last_gates: Tensor | None = None  # (Q, T, K)
+
+    @staticmethod
+    def attend(queries: Tensor, keys: Tensor) -> Tensor:
+        """Every token's attention (Q, T, N) from its projected phrase (Q, T, A) over projected cells (Q, N, A)."""
+        return (torch.bmm(queries, keys.transpose(1, 2)) / keys.size(-1) ** 0.5).softmax(dim=-1)
+
+    def forward(self, feats: Tensor, words: QuestionWords, q: Tensor) -> Tensor:
+        """Grid features with coordinates (Q, N, D), the question word by word and its vector (Q, H) → the
+        heads' gated places (Q, K·2)."""
+        if words.phrases is None:
+            raise ValueError("GroundedFusion(word_relations > 0) needs a question encoder with phrases: true")
+        queries, keys = self.query(words.phrases), self.key(feats)  # (Q, T, A), (Q, N, A)
+        weights = self.attend(queries, keys)  # (Q, T, N)
+        if self.training and self.grounding_weight > 0:
+            self.auxiliary_loss = self.grounding_weight * self.grounding_loss(queries, keys, weights, feats, words)
+        place = torch.bmm(weights, feats[..., -2:])  # (Q, T, 2)
+        h, w = q.size(1), self.gate_hidden.weight  # one layer over [h_i, q]; q's part once per question
+        hidden = F.linear(words.states, w[:, :h]) + F.linear(q, w[:, h:], self.gate_hidden.bias).unsqueeze(1)
+        gates = self.gate(torch.relu(hidden)) * words.mask.unsqueeze(-1)  # (Q, T, K), 0 at padding
+        self.last_weights, self.last_gates = weights.detach(), gates.detach()
+        return torch.bmm(gates.transpose(1, 2), place).flatten(1)  # (Q, K·2)
+
+    def grounding_loss(self, queries: Tensor, keys: Tensor, weights: Tensor, feats: Tensor,
+                       words: QuestionWords) -> Tensor:
+        """Cross-entropy of each real token's word and the word before it (their ids hashed into
+        ``grounding_buckets``), predicted from what its phrase finds in its image minus what it finds in another:
+        the question half a batch away (another image unless the batch holds one, whose contrast is then zero)."""
+        if words.tokens is None:
+            raise ValueError("WordRelations' grounding objective needs the question's tokens (QuestionWords.tokens)")
+        shift = feats.size(0) // 2
+        elsewhere = self.attend(queries, keys.roll(shift, dims=0))  # (Q, T, N): the same phrases, another grid
+        found = torch.bmm(weights, feats[..., :-2]) - torch.bmm(elsewhere, feats.roll(shift, dims=0)[..., :-2])
+        logits = self.predict(found).float().unflatten(-1, (2, -1))  # (Q, T, 2, buckets)
+        targets = torch.stack([words.tokens, F.pad(words.tokens, (1, 0))[:, :-1]], dim=-1) % logits.size(-1)
+        return F.cross_entropy(logits[words.mask].flatten(0, 1), targets[words.mask].flatten())  # targets (Q, T, 2)

@@ -18,11 +18,14 @@ class QuestionWords(NamedTuple):
             context-free ("blue square" reads the same in "is there a blue square?" and "... of the blue
             square?"); otherwise ``None``.
         mask: True at real tokens, (Q, T).
+        tokens: The token ids, (Q, T) (targets of :class:`~captioning.models.grounded.WordRelations`' grounding
+            objective).
     """
 
     states: Tensor
     phrases: Tensor | None
     mask: Tensor
+    tokens: Tensor | None = None
 
     def softmax(self, scores: Tensor) -> Tensor:
         """Softmax over the tokens of scores (Q, K, T), in their dtype; padding gets zero weight."""

@@ -21,7 +21,10 @@
   :class:`~captioning.models.grounded.WordGrounding`: every phrase of the question attends over the grid by
   itself, and signed word gates combine the phrases' readings (the first object's position minus the
   second's), for questions relating two objects; with ``pointers`` each glimpse's query also gets a phrase
-  that its own order-aware pointer picks (:class:`~captioning.models.grounded.PhrasePointers`).
+  that its own order-aware pointer picks (:class:`~captioning.models.grounded.PhrasePointers`); with
+  ``word_relations`` (the shapes default) every phrase finds its place by a grounding objective of its own and
+  gates from each word and the whole question compare the places
+  (:class:`~captioning.models.grounded.WordRelations`).
 * :class:`VQAModel` — encoder → fusion → classifier (an MLP over the answer vocabulary).
 """
 
@@ -36,7 +39,7 @@ from torch import Tensor, nn
 from captioning.models.cells import build_rnn, check_cell, run_fused
 from captioning.models.film import FiLMFusion, unit_features
 from captioning.models.question_words import QuestionWords
-from captioning.models.grounded import PhrasePointers, WordGrounding
+from captioning.models.grounded import PhrasePointers, WordGrounding, WordRelations
 from captioning.models.relational import RelationalFusion
 from captioning.core.registry import Registry
 
@@ -98,7 +101,7 @@ class QuestionEncoder(nn.Module):
         if self.phrase is not None:  # left-padded: token t sees tokens t-1 and t only
             window = F.pad(x.transpose(1, 2), (PHRASE_WINDOW - 1, 0))  # (Q, E, T + 1)
             phrases = torch.tanh(self.phrase(window)).transpose(1, 2)  # (Q, T, H)
-        return q, QuestionWords(out, phrases, mask)
+        return q, QuestionWords(out, phrases, mask, tokens)
 
 
 @FUSIONS.register("product")
@@ -258,8 +261,9 @@ class GroundedFusion(nn.Module):
     every phrase of the question finds its object, and signed word gates compare them (``r_A - r_B``).
 
     The two paths meet the question in their own products, summed: ``AttentionFusion(q, grid) +
-    tanh(W_q' q) * tanh(W_d d)``. The word path reads the grid *detached* by default, so the image encoder learns
-    from the glimpses alone, as in the attention model, and the words ground in the features it learns.
+    tanh(W_q' q) * tanh(W_d d)`` (plus ``W rho``, the word relations' gated places, with ``word_relations``). The
+    word path reads the grid *detached* by default, so the image encoder learns from the glimpses alone, as in the
+    attention model, and the words ground in the features it learns.
 
     Args:
         question_dim: Width of the question vector, of the word states and of the phrase features.
@@ -281,6 +285,11 @@ class GroundedFusion(nn.Module):
             (detached with ``detach_grid``), used only for their compared position offsets
             (``AttentionFusion(compare=True, product=False)``): kept out of the glimpses that answer colour,
             shape and counts, they can settle on the two objects that a relation question names.
+        word_relations: Heads of :class:`~captioning.models.grounded.WordRelations` (0: none): every phrase finds
+            its place, trained by its own grounding objective, and gates from each word's state and the whole
+            question sum the places; ``W rho`` is added to the fused vector (the grid read as the word path does).
+        grounding_weight: Weight of the word relations' grounding objective in the training loss.
+        grounding_buckets: Classes of that objective's word prediction (word ids modulo this).
     """
 
     needs_grid = True
@@ -290,7 +299,8 @@ class GroundedFusion(nn.Module):
                  attention_dim: int = 256, word_attention_dim: int = 128, glimpses: int = 2, heads: int = 4,
                  key_hidden: int = 0, read_features: bool = True, detach_grid: bool = True,
                  dropout: float = 0.0, pointers: bool = False, multiplicative: bool = False,
-                 compare: bool = False, relation_glimpses: int = 0) -> None:
+                 compare: bool = False, relation_glimpses: int = 0, word_relations: int = 0,
+                 grounding_weight: float = 1.0, grounding_buckets: int = 64) -> None:
         super().__init__()
         if glimpses < 0:
             raise ValueError(f"GroundedFusion: glimpses must be >= 0, got {glimpses}")
@@ -301,11 +311,15 @@ class GroundedFusion(nn.Module):
         if relation_glimpses < 0 or relation_glimpses == 1:
             raise ValueError("GroundedFusion: relation_glimpses must be 0 or >= 2 (they are compared in pairs), "
                              f"got {relation_glimpses}")
+        if word_relations < 0:
+            raise ValueError(f"GroundedFusion: word_relations must be >= 0 (0: none), got {word_relations}")
         self.config = dict(name="grounded", question_dim=question_dim, image_dim=image_dim, grid_dim=grid_dim,
                            fused_dim=fused_dim, attention_dim=attention_dim, word_attention_dim=word_attention_dim,
                            glimpses=glimpses, heads=heads, key_hidden=key_hidden, read_features=read_features,
                            detach_grid=detach_grid, dropout=dropout, pointers=pointers,
-                           multiplicative=multiplicative, compare=compare, relation_glimpses=relation_glimpses)
+                           multiplicative=multiplicative, compare=compare, relation_glimpses=relation_glimpses,
+                           word_relations=word_relations, grounding_weight=grounding_weight,
+                           grounding_buckets=grounding_buckets)
         self.attention = AttentionFusion(question_dim, image_dim, grid_dim, fused_dim, attention_dim, dropout,
                                          glimpses, coordinates=True, counts=True,
                                          multiplicative=multiplicative, compare=compare) if glimpses else None
@@ -317,6 +331,10 @@ class GroundedFusion(nn.Module):
         self.relations = AttentionFusion(question_dim, image_dim, grid_dim, fused_dim, attention_dim, dropout,
                                          relation_glimpses, coordinates=True, compare=True, product=False) \
             if relation_glimpses else None
+        self.word_relations = WordRelations(question_dim, grid_dim + 2, word_relations,
+                                            grounding_weight=grounding_weight,
+                                            grounding_buckets=grounding_buckets) if word_relations else None
+        self.relation_proj = nn.Linear(2 * word_relations, fused_dim) if word_relations else None
 
     @property
     def last_weights(self) -> Tensor | None:
@@ -335,6 +353,8 @@ class GroundedFusion(nn.Module):
         fused = torch.tanh(self.q_proj(self.drop(q))) * torch.tanh(self.d_proj(self.drop(d)))  # (Q, F)
         if self.relations is not None:
             fused = fused + self.relations.fuse(q, side)
+        if self.word_relations is not None:
+            fused = fused + self.relation_proj(self.word_relations(side, words, q))  # (Q, F)
         if self.attention is None:
             return fused
         offsets = None if self.pointers is None else self.pointers(words)  # (Q, K, A)
@@ -386,6 +406,15 @@ class VQAModel(nn.Module):
         else:
             fused = self.fusion(self.question_encoder(tokens, lengths), v[owner], grid)  # (Q, F)
         return self.classifier(fused)  # (Q, A)
+
+    def take_auxiliary_loss(self) -> Tensor | None:
+        """The training objectives that submodules set in the last forward pass (their ``auxiliary_loss``, such as
+        :class:`~captioning.models.grounded.WordRelations`' grounding), summed and cleared; ``None`` if none."""
+        owners = [m for m in self.modules() if isinstance(getattr(m, "auxiliary_loss", None), Tensor)]
+        losses = [m.auxiliary_loss for m in owners]
+        for m in owners:
+            m.auxiliary_loss = None
+        return sum(losses[1:], losses[0]) if losses else None
 
 
 def grid_dim(encoder: nn.Module, image_size: int) -> int:

@@ -60,6 +60,10 @@ class VQAModule(EvaluatedModule):
         logits = self(batch)  # (Q, A)
         targets = batch["targets"]  # (Q, A)
         loss = F.binary_cross_entropy_with_logits(logits.float(), targets) * targets.size(1)
+        auxiliary = self.model.take_auxiliary_loss()  # e.g. the word relations' grounding objective
+        if auxiliary is not None:
+            self.log("train/auxiliary_loss", auxiliary, batch_size=targets.size(0))
+            loss = loss + auxiliary
         self.check_finite(loss)
         self.log("train/loss", loss, prog_bar=True, batch_size=targets.size(0))
         return loss
