@@ -22,7 +22,7 @@
   itself, and signed word gates combine the phrases' readings (the first object's position minus the
   second's), for questions relating two objects; with ``pointers`` each glimpse's query also gets a phrase
   that its own order-aware pointer picks (:class:`~captioning.models.grounded.PhrasePointers`); with
-  ``word_relations`` (the shapes default) every phrase finds its place by a grounding objective of its own and
+  ``word_relations`` every phrase finds its place by a grounding objective of its own and
   gates from each word and the whole question compare the places
   (:class:`~captioning.models.grounded.WordRelations`).
 * :class:`VQAModel` — encoder → fusion → classifier (an MLP over the answer vocabulary).
