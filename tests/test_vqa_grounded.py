@@ -180,17 +180,25 @@ def test_compared_glimpses_add_their_offset_gated_by_the_question_and_it_flips_w
         q = torch.randn(8, 6)
         feats = fusion.features(grid)
         fusion(q, None, grid)
-        term = fusion.compare(q, feats, fusion.last_weights)  # (Q, F)
         where = torch.bmm(fusion.last_weights, feats[..., -2:])  # (Q, K, 2)
+        term = fusion.compare(q, where)  # (Q, F)
         gates = torch.tanh(fusion.compare_proj(q)).view(8, 2, 7)
         offset = where[:, 0] - where[:, 1]  # (Q, 2): A's position minus B's
         torch.testing.assert_close(term, offset[:, :1] * gates[:, 0] + offset[:, 1:] * gates[:, 1])
         assert ((offset[:, 0] < 0) == a_left.bool()).all()  # the x offset's sign says which is left
         fusion(q, None, mirrored(grid))
-        flipped = fusion.compare(q, fusion.features(mirrored(grid)), fusion.last_weights)
+        flipped = fusion.compare(q, torch.bmm(fusion.last_weights, fusion.features(mirrored(grid))[..., -2:]))
     x_part = offset[:, :1] * gates[:, 0]  # mirrored: the x offset changes sign, the y offset stays
     torch.testing.assert_close(flipped, term - 2 * x_part, atol=1e-4, rtol=1e-4)
     assert fusion.compare_proj.out_features == 2 * 7 and fusion.config["compare"] is True
+    for counts in (False, True):  # the fused vector is the product plus the offsets of the attended (x, y)
+        both = AttentionFusion(6, 0, 3, fused_dim=7, attention_dim=4, glimpses=2, coordinates=True, counts=counts,
+                               compare=True).eval()
+        with torch.no_grad():
+            out, feats = both(q, None, grid), both.features(grid)
+            z, weights = both.read(q, feats)
+            product = torch.tanh(both.q_proj(q)) * torch.tanh(both.z_proj(z))
+            torch.testing.assert_close(out, product + both.compare(q, torch.bmm(weights, feats[..., -2:])))
     assert len(AttentionFusion(6, 0, 2, glimpses=3, coordinates=True, compare=True).pairs) == 3
     for bad in (dict(glimpses=2, coordinates=False), dict(glimpses=1, coordinates=True)):
         with pytest.raises(ValueError, match="compare: true needs coordinates: true and glimpses >= 2"):
@@ -213,7 +221,7 @@ def test_relation_glimpses_add_only_their_compared_offsets_and_read_the_grid_det
     assert fusion.config["relation_glimpses"] == 3 and relations.config["product"] is False
     with torch.no_grad():
         out = fusion(q, None, grid, words=words)
-        term = relations.compare(q, relations.features(grid), relations.last_weights)  # (Q, F)
+        term = relations.compare(q, torch.bmm(relations.last_weights, relations.features(grid)[..., -2:]))
         torch.testing.assert_close(out, plain(q, None, grid, words=words) + term)
         assert term.abs().min() > 0
         relations.compare_proj.weight.zero_(), relations.compare_proj.bias.zero_()

@@ -220,12 +220,14 @@ class AttentionFusion(nn.Module):
         parts = [] if self.q_proj is None else [
             torch.tanh(self.q_proj(self.drop(q))) * torch.tanh(self.z_proj(self.drop(z)))]  # (Q, F)
         if self.compare_proj is not None:
-            parts.append(self.compare(q, feats, weights))
+            read = z.unflatten(1, (self.glimpses, -1))  # (Q, K, D[+1]): each glimpse's reading, its (x, y) last
+            width = read.size(-1) - (1 if self.counts else 0)
+            parts.append(self.compare(q, read[..., width - 2:width]))
         return sum(parts[1:], parts[0])  # (Q, F)
 
-    def compare(self, q: Tensor, feats: Tensor, weights: Tensor) -> Tensor:
-        """Every pair of glimpses' offset (Q, P·2), each component times its question gate, summed → (Q, F)."""
-        where = torch.bmm(weights, feats[..., -2:])  # (Q, K, 2): the attended (x, y)
+    def compare(self, q: Tensor, where: Tensor) -> Tensor:
+        """Every pair of glimpses' offset (Q, P·2) from their attended (x, y) (Q, K, 2), each component times its
+        question gate, summed → (Q, F)."""
         first, second = zip(*self.pairs)
         offsets = (where[:, list(first)] - where[:, list(second)]).flatten(1)  # (Q, P·2)
         gates = torch.tanh(self.compare_proj(self.drop(q))).view(q.size(0), offsets.size(1), -1)  # (Q, P·2, F)
@@ -239,7 +241,8 @@ class AttentionFusion(nn.Module):
 
     def read(self, query: Tensor, feats: Tensor, offsets: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The glimpses that ``query`` (Q, Dq) takes of normalized grid features (Q, N, D): their attended
-        features (and soft counts) z (Q, K·(D[+1])) and weights (Q, K, N). ``offsets`` (Q, K, A), if given, are
+        features (only the coordinates with ``product: false``; and soft counts) z (Q, K·(D[+1])) and weights
+        (Q, K, N). ``offsets`` (Q, K, A), if given, are
         added to each glimpse's projected query."""
         keys, queries = self.g_att(feats), self.q_att(query)  # (Q, N, A), (Q, A)
         if offsets is None:
@@ -249,7 +252,8 @@ class AttentionFusion(nn.Module):
             logits = torch.einsum("qkna,ka->qkn", hidden, self.score.weight)  # (Q, K, N)
             logits = logits + self.score.bias.unsqueeze(-1)
         weights = logits.softmax(dim=-1)
-        parts = [torch.bmm(weights, feats)]  # (Q, K, D)
+        values = feats if self.z_proj is not None else feats[..., -2:]  # product: false reads where it looks only
+        parts = [torch.bmm(weights, values)]  # (Q, K, D) or (Q, K, 2)
         if self.counts:
             parts.append(torch.sigmoid(logits).sum(dim=-1, keepdim=True) / logits.size(-1) ** 0.5)  # (Q, K, 1)
         return torch.cat(parts, dim=-1).flatten(1), weights  # (Q, K * (D [+1])), (Q, K, N)
