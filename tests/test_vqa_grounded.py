@@ -301,9 +301,10 @@ def test_the_default_config_is_the_grounded_fusion_and_reloads(tiny_shapes: Path
     assert model.fusion.config["pointers"] is False and model.fusion.pointers is None
     assert model.fusion.config["multiplicative"] is False and not model.fusion.attention.multiplicative
     assert model.question_encoder.config["phrases"] is True
-    assert model.fusion.config["word_relations"] == 0 and model.fusion.word_relations is None
+    assert model.fusion.config["word_relations"] == 2 and model.fusion.word_relations is not None
+    assert model.encoder.config["pixels"] is True and model.fusion.config["grid_dim"] == 128 + 3  # cells' colour
     assert torch.isfinite(cli.trainer.logged_metrics["train/loss"])
-    assert "train/auxiliary_loss" not in cli.trainer.logged_metrics  # no auxiliary objective
+    assert cli.trainer.logged_metrics["train/auxiliary_loss"] > 0  # the word relations' grounding objective
     path = tmp_path / "grounded.ckpt"
     cli.trainer.save_checkpoint(path)
     assert_reloads_identically(cli, path)

@@ -3,8 +3,6 @@ state and the whole question compare the places, and a grounding objective that 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
@@ -12,8 +10,7 @@ from torch import nn
 from captioning.models.film import coordinates
 from captioning.models.grounded import WordRelations
 from captioning.models.vqa import GroundedFusion, QuestionEncoder, QuestionWords, VQAModel
-from vqa_helpers import (SIDE, GridEncoder, assert_offset_of_a_from_b, assert_reloads_identically, fit_vqa_layer,
-                         left_right_scenes, mirrored, question_words)
+from vqa_helpers import SIDE, GridEncoder, assert_offset_of_a_from_b, left_right_scenes, mirrored, question_words
 
 
 def _relations(**kwargs) -> WordRelations:
@@ -143,15 +140,3 @@ def test_word_relations_check_their_options_and_input() -> None:
     with pytest.raises(ValueError, match=r"grounding objective needs the question's tokens"):
         _relations().train()(torch.randn(1, 4, 7), words._replace(tokens=None), q)
     _relations().eval()(torch.randn(1, 4, 7), words._replace(tokens=None), q)  # answering needs neither
-
-
-def test_the_word_relations_layer_fits_with_its_grounding_objective_and_reloads(tiny_shapes: Path,
-                                                                                tmp_path: Path) -> None:
-    cli = fit_vqa_layer("configs/vqa/word_relations.yaml", tiny_shapes, tmp_path)
-    fusion = cli.model.model.fusion
-    assert isinstance(fusion, GroundedFusion) and fusion.config["word_relations"] == 2
-    assert fusion.config["heads"] == 4 and fusion.attention is not None  # the rest of shapes.yaml stays
-    assert cli.trainer.logged_metrics["train/auxiliary_loss"] > 0
-    path = tmp_path / "word_relations.ckpt"
-    cli.trainer.save_checkpoint(path)
-    assert_reloads_identically(cli, path)

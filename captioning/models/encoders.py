@@ -78,16 +78,22 @@ class SmallCNN(Encoder):
     layer over the whole grid (like VGG's fc layers), so it keeps *where* things are, which captions such
     as "a red circle to the left of a blue square" need and a spatial mean would lose.
 
+    With ``pixels`` each cell also carries its mean colour (the normalized input average-pooled to the grid, three
+    channels after the learned ones; a hypercolumn-style shortcut, Hariharan et al. 2015): colour is then in the
+    grid from the first step, whatever the convolutions learn to keep.
+
     Args:
         channels: Output channels of each conv block (each block halves the resolution).
         out_dim: Width of ``v``.
         grid_size: Side of the feature grid.
+        pixels: Append each cell's mean colour to the grid (and to what ``v`` is computed from).
     """
 
     def __init__(self, channels: Sequence[int] = (16, 32, 64, 128), out_dim: int = 128,
-                 grid_size: int = 4) -> None:
+                 grid_size: int = 4, pixels: bool = False) -> None:
         super().__init__(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), freeze=False)
-        self.config = dict(name="small_cnn", channels=list(channels), out_dim=out_dim, grid_size=grid_size)
+        self.config = dict(name="small_cnn", channels=list(channels), out_dim=out_dim, grid_size=grid_size,
+                           pixels=pixels)
         layers: list[nn.Module] = []
         prev = 3
         for ch in channels:
@@ -96,15 +102,21 @@ class SmallCNN(Encoder):
                        nn.BatchNorm2d(ch), nn.ReLU(inplace=True)]
             prev = ch
         self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(grid_size))
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(prev * grid_size**2, out_dim), nn.ReLU(inplace=True))
+        self.pixels = nn.AdaptiveAvgPool2d(grid_size) if pixels else None
+        width = prev + (3 if pixels else 0)
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(width * grid_size**2, out_dim), nn.ReLU(inplace=True))
         self.out_dim = out_dim
 
     def feature_map(self, images: Tensor) -> Tensor:
-        return self.body(images)  # (B, C, g, g)
+        fmap = self.body(images)  # (B, C, g, g)
+        if self.pixels is None:
+            return fmap
+        return torch.cat([fmap, self.pixels(images).to(fmap.dtype)], dim=1)  # (B, C + 3, g, g): each cell's colour
 
     @property
     def grid_dim(self) -> int:
-        return self.config["channels"][-1]  # the last block's channels; v is the fc layer's out_dim
+        # the last block's channels (and the colour); v is the fc layer's out_dim
+        return self.config["channels"][-1] + (3 if self.config["pixels"] else 0)
 
     def pool(self, fmap: Tensor) -> Tensor:
         return self.fc(fmap)  # (B, out_dim)

@@ -26,7 +26,7 @@ The fusion multiplies ``d`` with the question (``tanh(W_q q) * tanh(W_d d)``): "
 :class:`PhrasePointers` gives each of the fusion's glimpses a phrase of its own to add to its query, picked by
 an order-aware pointer over the question's tokens (``GroundedFusion(pointers=True)``).
 
-:class:`WordRelations` (``GroundedFusion(word_relations=K)``, ``configs/vqa/word_relations.yaml``) grounds every
+:class:`WordRelations` (``GroundedFusion(word_relations=K)``, 2 in ``configs/vqa/shapes.yaml``) grounds every
 phrase by a training objective of its own, not through the answers, and compares the places with gates that see the
 whole question: the relations are then learned from a first-order signal (docs/vqa.md, "Word relations").
 """
