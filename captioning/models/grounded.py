@@ -120,7 +120,6 @@ class PhrasePointers(nn.Module):
         return self.project(torch.bmm(weights.to(words.phrases.dtype), words.phrases))  # (Q, K, A)
 
 
-
 class WordRelations(nn.Module):
     """Where each named thing is, compared across the question's words: the relation heads of
     :class:`~captioning.models.vqa.GroundedFusion` (``word_relations``).
