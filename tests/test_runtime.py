@@ -36,6 +36,26 @@ def test_unset_precision_is_the_machines_fastest_and_a_set_one_is_obeyed(fast_bf
     assert cli_main([*args, "--trainer.precision=32-true"], run=False).trainer.precision == "32-true"
 
 
+def test_training_commands_let_onednn_keep_more_kernels_unless_the_environment_says(monkeypatch,
+                                                                                   tiny_shapes: Path) -> None:
+    """Batches of varying shape (VQA's question count) would be compiled again at every step with oneDNN's 1,024
+    cached kernels (runtime.keep_compiled_kernels); a capacity set in the environment is obeyed."""
+    import os
+
+    monkeypatch.delenv(runtime.ONEDNN_CACHE_VARIABLE, raising=False)
+    cli_main(["--config", str(REPO / "configs/shapes.yaml"), *shapes_overrides(tiny_shapes),
+              "--trainer.accelerator=cpu"], run=False)
+    assert os.environ[runtime.ONEDNN_CACHE_VARIABLE] == "8192"
+    monkeypatch.setenv(runtime.ONEDNN_CACHE_VARIABLE, "2048")
+    vqa_cli_main(["--config", str(REPO / "configs/vqa/shapes.yaml"), "--trainer.accelerator=cpu",
+                  f"--data.init_args.root={tiny_shapes}", "--data.init_args.num_train=4",
+                  "--data.init_args.num_val=2", "--data.init_args.num_test=2"], run=False)
+    assert os.environ[runtime.ONEDNN_CACHE_VARIABLE] == "2048"
+    assert runtime.keep_compiled_kernels(100) == 2048
+    with pytest.raises(ValueError, match="capacity must be >= 1, got 0"):
+        runtime.keep_compiled_kernels(0)
+
+
 def test_fast_bf16_is_a_yes_or_no_on_this_cpu() -> None:
     assert isinstance(runtime.cpu_has_fast_bf16(), bool)
 
