@@ -308,3 +308,25 @@ def test_the_default_config_is_the_grounded_fusion_and_reloads(tiny_shapes: Path
     path = tmp_path / "grounded.ckpt"
     cli.trainer.save_checkpoint(path)
     assert_reloads_identically(cli, path)
+
+
+def test_the_model_prepares_each_images_grid_once_with_the_same_answers_and_gradients() -> None:
+    """VQAModel normalizes each image's grid once (GroundedFusion.image_features) and gathers it per question; the
+    answers and the encoder's gradients are those of the fusion reading each question's own copy of the grid."""
+    torch.manual_seed(0)
+    model = VQAModel(GridEncoder(), QuestionEncoder(7, 8, 16, phrases=True),
+                     GroundedFusion(16, 3, 3, fused_dim=16, attention_dim=16, word_attention_dim=16,
+                                    detach_grid=False, word_relations=2), 2, 16, 0.0).eval()
+    images = torch.randn(2, 16, 3, requires_grad=True)  # GridEncoder: the "images" are the grids (B, N, Dg)
+    tokens, lengths = torch.tensor([[1, 3, 5, 4, 2], [1, 4, 6, 3, 2], [1, 3, 6, 2, 0]]), torch.tensor([5, 5, 4])
+    owner = torch.tensor([0, 1, 1])
+    got = model(images, tokens, lengths, owner)
+    (got_grad,) = torch.autograd.grad(got.sum(), images)
+    v, grid = model.encoder(images, return_grid=True)
+    q, words = model.question_encoder(tokens, lengths, return_words=True)
+    want = model.classifier(model.fusion(q, v[owner], grid[owner], words=words))  # each question's own grid copy
+    (want_grad,) = torch.autograd.grad(want.sum(), images)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_grad, want_grad)
+    with pytest.raises(ValueError, match="needs the encoder's grid"):
+        model.fusion(q, None, None, words=words)

@@ -345,13 +345,18 @@ class GroundedFusion(nn.Module):
         """The glimpses' attention (Q, K, N) of the last call, for inspection (``None`` without glimpses)."""
         return None if self.attention is None else self.attention.last_weights
 
+    def image_features(self, grid: Tensor) -> Tensor:
+        """The grid features that both paths read: L2-normalized, with each cell's (x, y) (..., N, Dg) →
+        (..., N, Dg + 2). They do not depend on the question, so :class:`VQAModel` computes them once per image."""
+        return unit_features(grid, True, "GroundedFusion")
+
     def forward(self, q: Tensor, v: Tensor | None, grid: Tensor | None = None,
-                words: QuestionWords | None = None) -> Tensor:
-        """Fuses question vectors (Q, H) with their images' grids (Q, N, Dg), given the question word by word
-        → (Q, F)."""
-        if grid is None or words is None:
+                words: QuestionWords | None = None, feats: Tensor | None = None) -> Tensor:
+        """Fuses question vectors (Q, H) with their images' grids (Q, N, Dg), or with the grids'
+        :meth:`image_features` (Q, N, Dg + 2) if given instead, and the question word by word → (Q, F)."""
+        if (grid is None and feats is None) or words is None:
             raise ValueError("GroundedFusion needs the encoder's grid and the question word by word")
-        feats = unit_features(grid, True, "GroundedFusion")  # (Q, N, D): normalized once for both paths
+        feats = self.image_features(grid) if feats is None else feats  # (Q, N, D): for both paths
         side = feats.detach() if self.detach_grid else feats  # what the word path (and relation glimpses) read
         d = self.words(side, words)  # (Q, K·(D+1)): signed sums
         fused = torch.tanh(self.q_proj(self.drop(q))) * torch.tanh(self.d_proj(self.drop(d)))  # (Q, F)
@@ -376,7 +381,8 @@ class VQAModel(nn.Module):
         encoder: Image encoder returning ``(v, grid)``.
         question_encoder: A built question encoder with ``out_dim``.
         fusion: A built fusion module with ``out_dim`` and ``needs_grid``; one whose ``needs_words`` is true also
-            gets the question word by word (``words=``, a :class:`QuestionWords`).
+            gets the question word by word (``words=``, a :class:`QuestionWords`); one with an ``image_features``
+            method gets that of each image's grid (``feats=``, gathered per question) instead of the grid.
         num_answers: Number of answer classes.
         hidden_dim: Width of the classifier's hidden layer.
         dropout: Dropout before each classifier layer.
@@ -403,13 +409,15 @@ class VQAModel(nn.Module):
             Logits over the answers, (Q, A).
         """
         v, grid = self.encoder(images, return_grid=self.fusion.needs_grid)  # (B, D), (B, N, Dg) | None
+        extra = {}
+        if grid is not None and hasattr(self.fusion, "image_features"):  # its per-cell work, once per image
+            extra["feats"], grid = self.fusion.image_features(grid)[owner], None  # (Q, N, D)
         grid = None if grid is None else grid[owner]  # (Q, N, Dg)
         if getattr(self.fusion, "needs_words", False):  # fusions that read the question word by word
-            q, words = self.question_encoder(tokens, lengths, return_words=True)  # (Q, H), QuestionWords
-            fused = self.fusion(q, v[owner], grid, words=words)  # (Q, F)
+            q, extra["words"] = self.question_encoder(tokens, lengths, return_words=True)  # (Q, H), QuestionWords
         else:
-            fused = self.fusion(self.question_encoder(tokens, lengths), v[owner], grid)  # (Q, F)
-        return self.classifier(fused)  # (Q, A)
+            q = self.question_encoder(tokens, lengths)  # (Q, H)
+        return self.classifier(self.fusion(q, v[owner], grid, **extra))  # (Q, A)
 
     def take_auxiliary_loss(self) -> Tensor | None:
         """The training objectives that submodules set in the last forward pass (their ``auxiliary_loss``, such as
