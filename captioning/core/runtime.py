@@ -57,7 +57,7 @@ def keep_compiled_kernels(capacity: int = 8192) -> int:
     first convolution, recurrent layer or bf16 matrix product. With 1,024 kernels, every shapes VQA training step
     compiled again the kernels of its question count (47 different counts in an epoch, each compilation up to
     6 ms): a step of the default model took 384 ms instead of 268 ms on this project's 2-core machine (steps 150 to
-    300, bf16), for about 650 MiB more resident memory.
+    300, bf16). The cost is memory: with 8,192 the VQA main job's peak resident set is 5.2 GiB instead of 4.1 GiB.
 
     Args:
         capacity: Kernels to keep (each holds its compiled code and may hold a scratch buffer).
