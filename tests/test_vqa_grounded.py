@@ -303,6 +303,7 @@ def test_the_default_config_is_the_grounded_fusion_and_reloads(tiny_shapes: Path
     assert model.question_encoder.config["phrases"] is True
     assert model.fusion.config["word_relations"] == 2 and model.fusion.word_relations is not None
     assert model.encoder.config["pixels"] is True and model.fusion.config["grid_dim"] == 128 + 3  # cells' colour
+    assert model.fusion.config["detach_grid"] is False  # the word paths train the encoder too
     assert torch.isfinite(cli.trainer.logged_metrics["train/loss"])
     assert cli.trainer.logged_metrics["train/auxiliary_loss"] > 0  # the word relations' grounding objective
     path = tmp_path / "grounded.ckpt"
